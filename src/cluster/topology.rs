@@ -1,0 +1,277 @@
+//! The current slot map, swapped atomically, and the single task that refreshes it.
+//!
+//! Sessions call [`Topology::snapshot`] once per command and route with what they get: one
+//! immutable [`Snapshot`] holding the slot map, a connection pool per master and the command
+//! table. Only the refresher (and the redirect path, through [`Topology::request_refresh`])
+//! ever builds a new snapshot, so readers never take a lock.
+
+use super::slot_map::{join_addr, SlotMap};
+use crate::config::split_host_port;
+use crate::metrics::Metrics;
+use crate::protocol::command::CommandTable;
+use crate::upstream::{oneshot, pool::NodePool, Settings};
+use arc_swap::ArcSwapOption;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One consistent view of the cluster.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases every time the slot map changes.
+    pub epoch: u64,
+    /// Owner of every slot.
+    pub map: SlotMap,
+    /// A pool per entry of `map.nodes`, same index.
+    pub pools: Vec<Arc<NodePool>>,
+    /// Indices of masters that own at least one slot.
+    pub serving: Vec<usize>,
+    /// The cluster's commands.
+    pub commands: Arc<CommandTable>,
+    /// `redis_version` of the nodes, reported by HELLO and INFO.
+    pub server_version: Arc<str>,
+}
+
+impl Snapshot {
+    /// The pool of the master owning `slot`.
+    #[inline]
+    pub fn owner(&self, slot: u16) -> Option<&Arc<NodePool>> {
+        self.map.owner(slot).and_then(|i| self.pools.get(i))
+    }
+
+    /// Pools of all masters.
+    pub fn masters(&self) -> &[Arc<NodePool>] {
+        &self.pools
+    }
+
+    /// A master for keyless commands, spread by `lane`.
+    pub fn any_master(&self, lane: usize) -> Option<&Arc<NodePool>> {
+        if self.pools.is_empty() {
+            return None;
+        }
+        // Prefer masters that own slots: an empty spare may be about to be removed.
+        match self.serving.len() {
+            0 => self.pools.get(lane % self.pools.len()),
+            n => self.pools.get(self.serving[lane % n]),
+        }
+    }
+}
+
+/// Why a refresh ran (a metric label).
+#[derive(Debug, Clone, Copy)]
+pub enum RefreshCause {
+    /// First load.
+    Startup,
+    /// The periodic timer.
+    Periodic,
+    /// A MOVED or CLUSTERDOWN reply, or a lost connection.
+    Redirect,
+}
+
+impl RefreshCause {
+    fn label(self) -> &'static str {
+        match self {
+            RefreshCause::Startup => "startup",
+            RefreshCause::Periodic => "periodic",
+            RefreshCause::Redirect => "redirect",
+        }
+    }
+}
+
+/// Shared handle to the cluster view.
+#[derive(Debug)]
+pub struct Topology {
+    current: ArcSwapOption<Snapshot>,
+    pools: Mutex<HashMap<String, Arc<NodePool>>>,
+    refresh_wanted: Notify,
+    next_epoch: AtomicU64,
+    seeds: Vec<String>,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    refresh_interval: Duration,
+    query_timeout: Duration,
+}
+
+impl Topology {
+    /// A topology with no map yet; [`Topology::run_refresher`] loads it.
+    pub fn new(
+        config: &crate::config::ClusterSection,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Topology> {
+        Arc::new(Topology {
+            current: ArcSwapOption::empty(),
+            pools: Mutex::new(HashMap::new()),
+            refresh_wanted: Notify::new(),
+            next_epoch: AtomicU64::new(1),
+            seeds: config.seeds.clone(),
+            settings,
+            metrics,
+            refresh_interval: Duration::from_millis(config.refresh_interval_ms),
+            query_timeout: config.request_timeout().max(Duration::from_secs(1)),
+        })
+    }
+
+    /// The current snapshot, or `None` before the first successful load.
+    #[inline]
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// The pool for a node named in a redirect, created on first use.
+    pub fn pool_for(&self, addr: &str) -> Arc<NodePool> {
+        let addr = normalize_addr(addr);
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools
+            .entry(addr.clone())
+            .or_insert_with(|| NodePool::spawn(&addr, self.settings.clone(), self.metrics.clone()))
+            .clone()
+    }
+
+    /// Asks the refresher to reload the map soon; many requests coalesce into one reload.
+    pub fn request_refresh(&self) {
+        self.refresh_wanted.notify_one();
+    }
+
+    /// Loads the slot map (and, the first time, the command table) from any reachable node.
+    pub async fn refresh(&self, cause: RefreshCause) -> Result<(), String> {
+        self.metrics
+            .slot_map_refreshes
+            .with_label_values(&[cause.label()])
+            .inc();
+        let previous = self.snapshot();
+        let mut candidates: Vec<String> = previous
+            .as_ref()
+            .map(|s| s.map.nodes.iter().map(|n| n.addr.clone()).collect())
+            .unwrap_or_default();
+        candidates.extend(self.seeds.iter().map(|s| normalize_addr(s)));
+        candidates.dedup();
+        let mut errors = Vec::new();
+        for addr in &candidates {
+            match self.load_from(addr, previous.as_deref()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        self.metrics.slot_map_refresh_errors.inc();
+        Err(errors.join("; "))
+    }
+
+    async fn load_from(&self, addr: &str, previous: Option<&Snapshot>) -> Result<(), String> {
+        let query = |args: &'static [&'static str]| {
+            oneshot::query(addr, args, &self.settings, self.query_timeout)
+        };
+        let shards = query(&["CLUSTER", "SHARDS"])
+            .await
+            .map_err(|e| e.to_string())?;
+        let map = match SlotMap::from_shards(&shards) {
+            Ok(map) => map,
+            Err(_) => {
+                let slots = query(&["CLUSTER", "SLOTS"])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                SlotMap::from_slots(&slots)?
+            }
+        };
+        if map.covered() == 0 {
+            return Err("node reports no slots assigned".into());
+        }
+        let (commands, version) = match previous {
+            Some(p) => (p.commands.clone(), p.server_version.clone()),
+            None => {
+                let raw = query(&["COMMAND"]).await.map_err(|e| e.to_string())?;
+                let commands = Arc::new(CommandTable::from_command_reply(&raw)?);
+                let info = query(&["INFO", "server"])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (commands, redis_version(&info).into())
+            }
+        };
+        if previous.is_some_and(|p| p.map == map) {
+            self.metrics.mark_refreshed(now_secs());
+            return Ok(());
+        }
+        self.install(map, commands, version);
+        Ok(())
+    }
+
+    /// Makes `map` current (a new epoch), keeping pools of nodes that stay.
+    pub fn install(&self, map: SlotMap, commands: Arc<CommandTable>, server_version: Arc<str>) {
+        let pools: Vec<Arc<NodePool>> = map.nodes.iter().map(|n| self.pool_for(&n.addr)).collect();
+        {
+            let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            registry.retain(|addr, _| map.nodes.iter().any(|n| &n.addr == addr));
+        }
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            epoch,
+            masters = map.nodes.len(),
+            covered = map.covered(),
+            "slot map updated"
+        );
+        self.metrics.slot_map_epoch.set(epoch as i64);
+        self.metrics.mark_refreshed(now_secs());
+        let serving = map.serving_nodes();
+        self.current.store(Some(Arc::new(Snapshot {
+            epoch,
+            map,
+            pools,
+            serving,
+            commands,
+            server_version,
+        })));
+    }
+
+    /// Refreshes periodically and on request until `shutdown`.
+    pub async fn run_refresher(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(self.refresh_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cause = RefreshCause::Startup;
+        loop {
+            if let Err(error) = self.refresh(cause).await {
+                tracing::warn!(%error, "slot map refresh failed");
+            }
+            let retry_soon = self.snapshot().is_none();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)), if retry_soon => cause = RefreshCause::Startup,
+                _ = interval.tick(), if !retry_soon => cause = RefreshCause::Periodic,
+                _ = self.refresh_wanted.notified() => {
+                    // Let a burst of redirects settle into one reload.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    cause = RefreshCause::Redirect;
+                }
+            }
+        }
+    }
+}
+
+/// Canonical `host:port` (IPv6 in brackets), so one node never gets two pools.
+pub fn normalize_addr(addr: &str) -> String {
+    match split_host_port(addr) {
+        Ok((host, port)) => join_addr(host, i64::from(port)),
+        Err(_) => addr.to_string(),
+    }
+}
+
+/// Reads `redis_version` from an `INFO server` reply.
+fn redis_version(raw: &[u8]) -> String {
+    crate::protocol::scan::string(raw)
+        .map(String::from_utf8_lossy)
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,446 @@
+//! Configuration: a TOML file (`--config FILE`) with command-line overrides.
+//!
+//! Every section rejects unknown keys so a typo is an error, not a silently ignored setting.
+//! [`Config::load`] reports problems as a [`ConfigError`] that names the file, the line and the
+//! field, and `main` turns it into exit code 64 (`EX_USAGE`).
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The hard ceiling Redis itself places on one bulk string (`proto-max-bulk-len`).
+pub const MAX_BULK_BYTES_CEILING: usize = 512 * 1024 * 1024;
+/// The ceiling for one inline command or RESP header line.
+pub const MAX_INLINE_BYTES_CEILING: usize = 64 * 1024;
+
+/// The whole configuration, one struct per TOML table.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The client-facing RESP listener and its limits.
+    pub proxy: ProxySection,
+    /// The HTTP admin and metrics listener.
+    pub admin: AdminSection,
+    /// How to reach and talk to the Redis Cluster behind the proxy.
+    pub cluster: ClusterSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// `[proxy]`: what clients connect to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxySection {
+    /// Address for client connections (RESP).
+    pub listen: String,
+    /// Connections beyond this are answered `-ERR max number of clients reached` and closed.
+    pub max_clients: usize,
+    /// Commands one client may have in flight before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Longest accepted bulk string argument, in bytes (at most 512 MiB).
+    pub max_bulk_bytes: usize,
+    /// Longest inline command or RESP header line, in bytes (at most 64 KiB).
+    pub max_inline_bytes: usize,
+    /// Most arguments in one command.
+    pub max_args: usize,
+    /// Largest whole request (all arguments together), in bytes.
+    pub max_request_bytes: usize,
+    /// Tokio worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// How long shutdown waits for in-flight replies before exiting anyway.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ProxySection {
+    fn default() -> Self {
+        ProxySection {
+            listen: "127.0.0.1:6380".into(),
+            max_clients: 10_000,
+            max_pipeline: 1024,
+            max_bulk_bytes: MAX_BULK_BYTES_CEILING,
+            max_inline_bytes: MAX_INLINE_BYTES_CEILING,
+            max_args: 1024 * 1024,
+            max_request_bytes: MAX_BULK_BYTES_CEILING,
+            worker_threads: 0,
+            shutdown_grace_ms: 5000,
+        }
+    }
+}
+
+/// `[admin]`: the HTTP listener for health, readiness and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the HTTP admin and metrics listener.
+    pub listen: String,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:9180".into(),
+        }
+    }
+}
+
+/// `[cluster]`: the Redis Cluster behind the proxy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Nodes to ask for the slot map at start (`host:port`); any one reachable node is enough.
+    pub seeds: Vec<String>,
+    /// ACL user for connections to the nodes (empty: the default user).
+    pub username: String,
+    /// Password for connections to the nodes (empty: no AUTH).
+    pub password: String,
+    /// Multiplexed connections the proxy keeps to each master.
+    pub connections_per_node: usize,
+    /// TCP connect timeout for node connections.
+    pub connect_timeout_ms: u64,
+    /// How long one command may wait for a node's reply before the client gets an error.
+    pub request_timeout_ms: u64,
+    /// Slot-map refresh period (a MOVED reply also triggers a refresh at once).
+    pub refresh_interval_ms: u64,
+    /// MOVED/ASK redirects followed for one command before giving up with an error.
+    pub max_redirects: u32,
+    /// Retries of one command after TRYAGAIN, CLUSTERDOWN or a lost connection.
+    pub max_retries: u32,
+    /// First retry delay; doubles on every retry up to `retry_max_backoff_ms`.
+    pub retry_backoff_ms: u64,
+    /// Ceiling for the retry delay.
+    pub retry_max_backoff_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            seeds: vec!["127.0.0.1:7000".into()],
+            username: String::new(),
+            password: String::new(),
+            connections_per_node: 1,
+            connect_timeout_ms: 1000,
+            request_timeout_ms: 5000,
+            refresh_interval_ms: 10_000,
+            max_redirects: 5,
+            max_retries: 12,
+            retry_backoff_ms: 10,
+            retry_max_backoff_ms: 250,
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Connect timeout as a `Duration`.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    /// Request timeout as a `Duration`.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// `[log]`: what the proxy writes to stderr.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A tracing filter such as `info` or `slotproxy=debug,info` (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, worded for the operator who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read config file: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key or a value of the wrong type.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// A value that parses but makes no sense.
+    #[error("{location}: field `{field}`: {message}")]
+    Invalid {
+        /// `file:line` where the field is set, or `command line`/`defaults`.
+        location: String,
+        /// Dotted field name, e.g. `proxy.listen`.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// Overrides from the command line; they win over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--admin-listen`
+    pub admin_listen: Option<String>,
+    /// `--seeds` (comma separated)
+    pub seeds: Option<String>,
+}
+
+impl Config {
+    /// Reads, parses, applies overrides and validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (mut config, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                (Self::parse(&text, path)?, Some((path, text)))
+            }
+            None => (Config::default(), None),
+        };
+        let mut from_cli = Vec::new();
+        if let Some(listen) = &overrides.listen {
+            config.proxy.listen = listen.clone();
+            from_cli.push("proxy.listen");
+        }
+        if let Some(listen) = &overrides.admin_listen {
+            config.admin.listen = listen.clone();
+            from_cli.push("admin.listen");
+        }
+        if let Some(seeds) = &overrides.seeds {
+            config.cluster.seeds = seeds
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            from_cli.push("cluster.seeds");
+        }
+        config.validate().map_err(|(field, message)| {
+            let location = if from_cli.contains(&field) {
+                "command line".to_string()
+            } else {
+                match &source {
+                    Some((path, text)) => match field_line(text, field) {
+                        Some(line) => format!("{}:{line}", path.display()),
+                        None => format!("{} (default value)", path.display()),
+                    },
+                    None => "defaults".to_string(),
+                }
+            };
+            ConfigError::Invalid {
+                location,
+                field: field.to_string(),
+                message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors carry the line and the offending key.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| {
+                    text.as_bytes()[..span.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                })
+                .unwrap_or(1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().trim().to_string(),
+            }
+        })
+    }
+
+    /// Checks values that parse but cannot work; returns the field and the reason.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        parse_addr(&self.proxy.listen).map_err(|m| ("proxy.listen", m))?;
+        parse_addr(&self.admin.listen).map_err(|m| ("admin.listen", m))?;
+        if self.cluster.seeds.is_empty() {
+            return Err((
+                "cluster.seeds",
+                "at least one seed node (host:port) is required".into(),
+            ));
+        }
+        for seed in &self.cluster.seeds {
+            split_host_port(seed).map_err(|m| ("cluster.seeds", m))?;
+        }
+        let p = &self.proxy;
+        if p.max_bulk_bytes == 0 || p.max_bulk_bytes > MAX_BULK_BYTES_CEILING {
+            return Err((
+                "proxy.max_bulk_bytes",
+                format!("must be 1..={MAX_BULK_BYTES_CEILING}"),
+            ));
+        }
+        if p.max_inline_bytes < 64 || p.max_inline_bytes > MAX_INLINE_BYTES_CEILING {
+            return Err((
+                "proxy.max_inline_bytes",
+                format!("must be 64..={MAX_INLINE_BYTES_CEILING}"),
+            ));
+        }
+        if p.max_request_bytes < p.max_inline_bytes {
+            return Err((
+                "proxy.max_request_bytes",
+                "must be at least proxy.max_inline_bytes".into(),
+            ));
+        }
+        let positive: [(&'static str, u64); 7] = [
+            ("proxy.max_clients", p.max_clients as u64),
+            ("proxy.max_pipeline", p.max_pipeline as u64),
+            ("proxy.max_args", p.max_args as u64),
+            (
+                "cluster.connections_per_node",
+                self.cluster.connections_per_node as u64,
+            ),
+            (
+                "cluster.connect_timeout_ms",
+                self.cluster.connect_timeout_ms,
+            ),
+            (
+                "cluster.request_timeout_ms",
+                self.cluster.request_timeout_ms,
+            ),
+            (
+                "cluster.refresh_interval_ms",
+                self.cluster.refresh_interval_ms,
+            ),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err((field, "must be greater than 0".into()));
+            }
+        }
+        if self.cluster.connections_per_node > 64 {
+            return Err(("cluster.connections_per_node", "must be 1..=64".into()));
+        }
+        if self.cluster.retry_max_backoff_ms < self.cluster.retry_backoff_ms {
+            return Err((
+                "cluster.retry_max_backoff_ms",
+                "must be at least cluster.retry_backoff_ms".into(),
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ("log.level", format!("not a valid filter: {e}")))?;
+        Ok(())
+    }
+
+    /// The validated client listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        parse_addr(&self.proxy.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 6380)))
+    }
+
+    /// The validated admin listen address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        parse_addr(&self.admin.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9180)))
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:6380 or [::1]:6380)"))
+}
+
+/// Splits `host:port` (IPv6 as `[::1]:7000` or `::1:7000`); the port must be a number.
+pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{s}`: port `{port}` is not a number 0-65535"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("`{s}`: host is empty"));
+    }
+    Ok((host, port))
+}
+
+/// Finds the 1-based line where `section.key` is set in TOML text.
+fn field_line(text: &str, field: &str) -> Option<usize> {
+    let (section, key) = field.split_once('.')?;
+    let mut current = String::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name.trim().to_string();
+        } else if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == key {
+                    return Some(index + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).expect("write");
+        Config::load(Some(&path), &Overrides::default())
+    }
+
+    #[test]
+    fn unknown_key_names_field_and_line() {
+        let err = load_text("[proxy]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(":3:"), "{msg}");
+        assert!(msg.contains("listn"), "{msg}");
+    }
+
+    #[test]
+    fn bad_value_names_field_and_line() {
+        let err =
+            load_text("[cluster]\nseeds = [\"a:1\"]\n\n[proxy]\nlisten = \"nope\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("c.toml:5"), "{msg}");
+        assert!(msg.contains("proxy.listen"), "{msg}");
+    }
+
+    #[test]
+    fn oversized_bulk_limit_rejected() {
+        let err = load_text("[proxy]\nmax_bulk_bytes = 999999999999\n").unwrap_err();
+        assert!(err.to_string().contains("proxy.max_bulk_bytes"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load_text("").expect("empty file is valid");
+        assert_eq!(c.listen_addr().port(), 6380);
+        assert_eq!(c.admin_addr().port(), 9180);
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("127.0.0.1:7000"), Ok(("127.0.0.1", 7000)));
+        assert_eq!(split_host_port("[::1]:7000"), Ok(("::1", 7000)));
+        assert_eq!(split_host_port("::1:7000"), Ok(("::1", 7000)));
+        assert!(split_host_port("x").is_err());
+    }
+}

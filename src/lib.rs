@@ -1,0 +1,153 @@
+//! slotproxy: a transparent resharding proxy for Redis Cluster.
+//!
+//! Cluster-unaware clients connect to slotproxy as if it were one Redis server; it routes
+//! every command to the master owning its keys' hash slot.
+//!
+//! ```text
+//!  client ──RESP──▶ proxy::listener ─▶ proxy::session (one task per client)
+//!                                        │ protocol::request decodes, with limits
+//!                                        │ proxy::dispatch looks up protocol::command
+//!                                        ▼
+//!                      local reply │ router (one slot) │ fanout (split / all masters)
+//!                                        │  reads cluster::Topology snapshot (ArcSwap)
+//!                                        ▼
+//!                      upstream::pool ─▶ connection (pipelined, shared by many clients)
+//!                                        │ replies framed by protocol::scan, raw bytes
+//!                                        ▼
+//!                      router hides MOVED / ASK / TRYAGAIN / CLUSTERDOWN
+//!                                        ▼
+//!                      session writes replies in request order
+//! ```
+//!
+//! [`start`] binds the listeners and spawns everything; `main` and the integration tests both
+//! use it.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod protocol;
+pub mod proxy;
+pub mod upstream;
+
+use config::Config;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A running proxy.
+pub struct Proxy {
+    /// Where clients connect (the real port when the config said port 0).
+    pub client_addr: SocketAddr,
+    /// Where the admin HTTP listener is.
+    pub admin_addr: SocketAddr,
+    /// The cluster view.
+    pub topology: Arc<cluster::Topology>,
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    grace: Duration,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the client and admin listeners and starts every task. The slot map loads in the
+/// background; until it does, clients get a clear error and `/readyz` answers 503.
+pub async fn start(config: Config) -> Result<Proxy, StartError> {
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, what, source })
+    };
+    let client_listener = bind(config.listen_addr(), "client listener").await?;
+    let admin_listener = bind(config.admin_addr(), "admin listener").await?;
+    let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
+    let client_addr = local(&client_listener, config.listen_addr());
+    let admin_addr = local(&admin_listener, config.admin_addr());
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let settings = Arc::new(upstream::Settings::from_config(&config.cluster));
+    let topology = cluster::Topology::new(&config.cluster, settings, metrics.clone());
+    let router = Arc::new(proxy::router::Router::new(
+        topology.clone(),
+        metrics.clone(),
+        &config.cluster,
+    ));
+    let shared = Arc::new(proxy::Shared {
+        router,
+        metrics: metrics.clone(),
+        limits: protocol::request::Limits::from_config(&config.proxy),
+        max_pipeline: config.proxy.max_pipeline,
+        max_clients: config.proxy.max_clients,
+        started: Instant::now(),
+        next_client_id: AtomicU64::new(1),
+        listen_port: client_addr.port(),
+    });
+
+    let shutdown = CancellationToken::new();
+    let sessions = TaskTracker::new();
+    tokio::spawn(topology.clone().run_refresher(shutdown.clone()));
+    tokio::spawn(proxy::listener::run(
+        client_listener,
+        shared,
+        shutdown.clone(),
+        sessions.clone(),
+    ));
+    let admin_state = admin::AdminState {
+        topology: topology.clone(),
+        metrics,
+    };
+    tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
+    tracing::info!(%client_addr, %admin_addr, "slotproxy listening");
+    Ok(Proxy {
+        client_addr,
+        admin_addr,
+        topology,
+        shutdown,
+        sessions,
+        grace: Duration::from_millis(config.proxy.shutdown_grace_ms),
+    })
+}
+
+impl Proxy {
+    /// Stops accepting, lets sessions finish their in-flight replies for at most the grace
+    /// period, and returns whether every session finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.shutdown.cancel();
+        self.sessions.close();
+        tokio::time::timeout(self.grace, self.sessions.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Waits until the first slot map is loaded, at most `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.topology.snapshot().is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+}

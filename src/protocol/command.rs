@@ -1,0 +1,429 @@
+//! The command table: for every command, where its keys are, whether it writes, and how the
+//! proxy routes it.
+//!
+//! Key positions, arity and flags come from the cluster's own `COMMAND` reply, so the table
+//! always matches the servers behind the proxy. Routing policy is what the proxy adds: the
+//! overrides in [`policy_override`] name every command that is not simply "send to the node
+//! owning its keys".
+
+use super::keyspec::{self, KeyPositions, KeySpec, LegacyKeys};
+use bytes::Bytes;
+use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// How replies of a fanned-out or split command are joined into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// MGET: one element per key, in the client's key order.
+    ArrayByKey,
+    /// MSET, FLUSHALL: `+OK` when every part says OK, else the first error.
+    AllOk,
+    /// DEL, EXISTS, DBSIZE: the sum of integer replies.
+    SumIntegers,
+    /// KEYS: the union of array replies.
+    Concat,
+    /// RANDOMKEY: the first non-nil reply.
+    FirstNonNil,
+}
+
+/// Commands the proxy answers itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// PING [message]
+    Ping,
+    /// ECHO message
+    Echo,
+    /// SELECT db (only 0 exists in a cluster)
+    Select,
+    /// QUIT
+    Quit,
+    /// HELLO [protover …]
+    Hello,
+    /// RESET
+    Reset,
+    /// CLIENT subcommands that concern this connection
+    Client,
+    /// INFO [section]
+    Info,
+    /// AUTH (no proxy password exists yet)
+    Auth,
+    /// CLUSTER KEYSLOT key
+    KeySlot,
+}
+
+/// What the proxy does with a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Send to the master owning the keys' slot (all keys must share it); keyless: any master.
+    Keyed,
+    /// Split the keys by slot, send the parts, join the replies.
+    Split(Join),
+    /// Send to every master, join the replies.
+    AllMasters(Join),
+    /// Answer in the proxy.
+    Local(Local),
+    /// Refuse with this reason.
+    Refused(Refusal),
+}
+
+/// Why a command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It changes cluster topology or node state; only the proxy may do that.
+    ClusterAdmin,
+    /// Needs a connection pinned to one node (transactions, blocking, Pub/Sub): not yet built.
+    NotYetSupported,
+    /// Node administration that needs `[compat] admin_commands` (not yet built).
+    NodeAdmin,
+    /// Needs several databases; a cluster has only db 0.
+    MultiDb,
+}
+
+impl Refusal {
+    /// The error text for command `name`.
+    pub fn message(self, name: &str) -> String {
+        let upper = name.replace('|', " ").to_uppercase();
+        match self {
+            Refusal::ClusterAdmin => format!(
+                "ERR command '{upper}' is not allowed through slotproxy: cluster topology is managed by the proxy (use its admin API)"
+            ),
+            Refusal::NotYetSupported => {
+                format!("ERR command '{upper}' is not supported by this version of slotproxy")
+            }
+            Refusal::NodeAdmin => format!(
+                "ERR command '{upper}' is not allowed through slotproxy: it administers single nodes"
+            ),
+            Refusal::MultiDb => {
+                format!("ERR command '{upper}' is not allowed in cluster mode: only database 0 exists")
+            }
+        }
+    }
+}
+
+/// Policy overrides by command name (`parent|sub` for subcommands).
+fn policy_override(name: &str) -> Option<Policy> {
+    use Join::*;
+    use Policy::*;
+    Some(match name {
+        "ping" => Local(self::Local::Ping),
+        "echo" => Local(self::Local::Echo),
+        "select" => Local(self::Local::Select),
+        "quit" => Local(self::Local::Quit),
+        "hello" => Local(self::Local::Hello),
+        "reset" => Local(self::Local::Reset),
+        "client" => Local(self::Local::Client),
+        "info" => Local(self::Local::Info),
+        "auth" => Local(self::Local::Auth),
+        "cluster|keyslot" => Local(self::Local::KeySlot),
+        "mget" => Split(ArrayByKey),
+        "mset" => Split(AllOk),
+        "del" | "unlink" | "exists" | "touch" => Split(SumIntegers),
+        "dbsize" => AllMasters(SumIntegers),
+        "flushall" | "flushdb" => AllMasters(AllOk),
+        "keys" => AllMasters(Concat),
+        "randomkey" => AllMasters(FirstNonNil),
+        "config|get" | "command" | "acl|whoami" | "acl|cat" => Keyed,
+        "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
+        | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
+            Refused(Refusal::ClusterAdmin)
+        }
+        "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "unsubscribe"
+        | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" | "blpop" | "brpop"
+        | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "wait"
+        | "waitaof" | "scan" | "script" | "function" | "monitor" => {
+            Refused(Refusal::NotYetSupported)
+        }
+        "debug"
+        | "config"
+        | "acl"
+        | "module"
+        | "latency"
+        | "slowlog"
+        | "bgsave"
+        | "save"
+        | "bgrewriteaof"
+        | "lastsave"
+        | "memory|stats"
+        | "memory|doctor"
+        | "memory|malloc-stats"
+        | "memory|purge" => Refused(Refusal::NodeAdmin),
+        "swapdb" | "move" => Refused(Refusal::MultiDb),
+        _ => return None,
+    })
+}
+
+/// One command (or subcommand) as the cluster describes it, plus the proxy's policy.
+#[derive(Debug)]
+pub struct CommandInfo {
+    /// Lowercase name; subcommands as `parent|sub`.
+    pub name: String,
+    /// Redis arity: exact count if positive, minimum count if negative (name included).
+    pub arity: i64,
+    /// The command may modify data; never retried after it may have run.
+    pub write: bool,
+    /// Key positions are given by arguments (the legacy triple is incomplete).
+    pub movable_keys: bool,
+    /// Redis 7 key specs.
+    pub specs: Vec<KeySpec>,
+    /// Legacy (first, last, step).
+    pub legacy: LegacyKeys,
+    /// Subcommands by lowercase name.
+    pub subcommands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
+    /// What the proxy does with it.
+    pub policy: Policy,
+}
+
+impl CommandInfo {
+    /// Whether `argc` arguments (name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i64;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
+        }
+    }
+
+    /// Where the keys of this call are.
+    pub fn key_positions(&self, args: &[Bytes]) -> KeyPositions {
+        keyspec::key_positions(&self.specs, self.legacy, self.movable_keys, args)
+    }
+
+    /// Blocking variants of otherwise plain commands (`XREAD … BLOCK ms`).
+    pub fn blocks(&self, args: &[Bytes]) -> bool {
+        matches!(self.name.as_str(), "xread" | "xreadgroup")
+            && args.iter().any(|a| a.eq_ignore_ascii_case(b"block"))
+    }
+}
+
+/// The result of looking a call up.
+pub enum Lookup<'a> {
+    /// A known command whose arity matches.
+    Found(&'a Arc<CommandInfo>),
+    /// Not a command of this cluster.
+    Unknown,
+    /// A container command called with a subcommand it does not have.
+    UnknownSubcommand(&'a CommandInfo),
+    /// Arity mismatch.
+    WrongArity(&'a CommandInfo),
+}
+
+/// All commands of the cluster, immutable once built.
+#[derive(Debug, Default)]
+pub struct CommandTable {
+    commands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
+}
+
+impl CommandTable {
+    /// Builds the table from a raw `COMMAND` reply.
+    pub fn from_command_reply(raw: &Bytes) -> Result<CommandTable, String> {
+        let (frame, _) = redis_protocol::resp2::decode::decode_bytes(raw)
+            .map_err(|e| format!("cannot decode COMMAND reply: {e:?}"))?
+            .ok_or("incomplete COMMAND reply")?;
+        let BytesFrame::Array(entries) = frame else {
+            return Err(format!("COMMAND replied {:?}", frame.as_str()));
+        };
+        let mut commands = HashMap::new();
+        for entry in &entries {
+            if let Some(info) = parse_entry(entry, None) {
+                commands.insert(info.name.as_bytes().into(), Arc::new(info));
+            }
+        }
+        if commands.is_empty() {
+            return Err("COMMAND returned no commands".into());
+        }
+        Ok(CommandTable { commands })
+    }
+
+    /// Number of top-level commands.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// True before a table was loaded.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Finds the command (and subcommand) for a call and checks its arity.
+    pub fn lookup(&self, args: &[Bytes]) -> Lookup<'_> {
+        let Some(name) = args.first() else {
+            return Lookup::Unknown;
+        };
+        let Some(info) = lowercase_lookup(&self.commands, name) else {
+            return Lookup::Unknown;
+        };
+        if !info.subcommands.is_empty() && args.len() >= 2 {
+            return match lowercase_lookup(&info.subcommands, &args[1]) {
+                Some(sub) if sub.arity_ok(args.len()) => Lookup::Found(sub),
+                Some(sub) => Lookup::WrongArity(sub),
+                None => Lookup::UnknownSubcommand(info),
+            };
+        }
+        if info.arity_ok(args.len()) {
+            Lookup::Found(info)
+        } else {
+            Lookup::WrongArity(info)
+        }
+    }
+}
+
+fn lowercase_lookup<'a>(
+    map: &'a HashMap<Box<[u8]>, Arc<CommandInfo>>,
+    name: &[u8],
+) -> Option<&'a Arc<CommandInfo>> {
+    let mut buf = [0u8; 64];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    map.get(&*lower)
+}
+
+/// Reads one `COMMAND` entry: name, arity, flags, first, last, step, acl, tips, specs, subs.
+fn parse_entry(entry: &BytesFrame, parent: Option<(&str, Policy)>) -> Option<CommandInfo> {
+    let BytesFrame::Array(fields) = entry else {
+        return None;
+    };
+    let name = fields.first()?.as_str()?.to_lowercase();
+    let int = |i: usize| match fields.get(i) {
+        Some(BytesFrame::Integer(n)) => *n,
+        _ => 0,
+    };
+    let flags: Vec<String> = match fields.get(2) {
+        Some(BytesFrame::Array(f)) => f
+            .iter()
+            .filter_map(|f| f.as_str())
+            .map(str::to_lowercase)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let specs = fields.get(8).map(keyspec::parse_specs).unwrap_or_default();
+    let policy = policy_override(&name)
+        .or(parent.map(|(_, p)| p))
+        .unwrap_or(Policy::Keyed);
+    let mut info = CommandInfo {
+        arity: int(1),
+        write: flags.iter().any(|f| f == "write"),
+        movable_keys: flags.iter().any(|f| f == "movablekeys"),
+        specs,
+        legacy: LegacyKeys {
+            first: int(3),
+            last: int(4),
+            step: int(5),
+        },
+        subcommands: HashMap::new(),
+        policy,
+        name,
+    };
+    if let Some(BytesFrame::Array(subs)) = fields.get(9) {
+        for sub in subs {
+            if let Some(sub) = parse_entry(sub, Some((&info.name, info.policy))) {
+                let short = sub.name.rsplit('|').next().unwrap_or(&sub.name).to_string();
+                info.subcommands
+                    .insert(short.as_bytes().into(), Arc::new(sub));
+            }
+        }
+    }
+    Some(info)
+}
+
+/// Reads a `COMMAND GETKEYS` reply into the keys it lists.
+pub fn parse_getkeys_reply(raw: &Bytes) -> Option<Vec<Bytes>> {
+    let elements = super::scan::array_elements(raw)?;
+    elements
+        .iter()
+        .map(|e| super::scan::string(e).map(Bytes::copy_from_slice))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        name: &str,
+        arity: i64,
+        flags: &[&str],
+        first: i64,
+        last: i64,
+        step: i64,
+    ) -> BytesFrame {
+        BytesFrame::Array(vec![
+            BytesFrame::BulkString(Bytes::copy_from_slice(name.as_bytes())),
+            BytesFrame::Integer(arity),
+            BytesFrame::Array(
+                flags
+                    .iter()
+                    .map(|f| BytesFrame::SimpleString(Bytes::copy_from_slice(f.as_bytes())))
+                    .collect(),
+            ),
+            BytesFrame::Integer(first),
+            BytesFrame::Integer(last),
+            BytesFrame::Integer(step),
+        ])
+    }
+
+    fn table() -> CommandTable {
+        let mut config = match entry("config", -2, &[], 0, 0, 0) {
+            BytesFrame::Array(v) => v,
+            _ => unreachable!(),
+        };
+        config.extend([
+            BytesFrame::Array(vec![]),
+            BytesFrame::Array(vec![]),
+            BytesFrame::Array(vec![]),
+            BytesFrame::Array(vec![
+                entry("config|get", -3, &[], 0, 0, 0),
+                entry("config|set", -4, &[], 0, 0, 0),
+            ]),
+        ]);
+        let reply = BytesFrame::Array(vec![
+            entry("get", 2, &["readonly"], 1, 1, 1),
+            entry("mset", -3, &["write"], 1, -1, 2),
+            BytesFrame::Array(config),
+        ]);
+        CommandTable::from_command_reply(&crate::protocol::reply::encode(&reply)).unwrap()
+    }
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn lookup_case_insensitive_with_arity() {
+        let t = table();
+        assert!(matches!(t.lookup(&args("GeT k")), Lookup::Found(i) if i.name == "get"));
+        assert!(matches!(t.lookup(&args("GET")), Lookup::WrongArity(_)));
+        assert!(matches!(t.lookup(&args("NOPE x")), Lookup::Unknown));
+        match t.lookup(&args("MSET a 1 b 2")) {
+            Lookup::Found(i) => {
+                assert!(i.write);
+                assert_eq!(i.policy, Policy::Split(Join::AllOk));
+                assert_eq!(
+                    i.key_positions(&args("MSET a 1 b 2")),
+                    KeyPositions::Known(vec![1, 3])
+                );
+            }
+            _ => panic!("mset"),
+        }
+    }
+
+    #[test]
+    fn subcommand_policies() {
+        let t = table();
+        assert!(
+            matches!(t.lookup(&args("CONFIG GET x")), Lookup::Found(i) if i.policy == Policy::Keyed)
+        );
+        assert!(matches!(
+            t.lookup(&args("config set a b")),
+            Lookup::Found(i) if i.policy == Policy::Refused(Refusal::NodeAdmin)
+        ));
+        assert!(matches!(
+            t.lookup(&args("CONFIG nope")),
+            Lookup::UnknownSubcommand(_)
+        ));
+    }
+}

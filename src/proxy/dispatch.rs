@@ -1,0 +1,220 @@
+//! From one decoded command to the future of its reply.
+//!
+//! Local commands are answered at once; everything else becomes a future that the session
+//! queues in request order. The snapshot is read once per command.
+
+use super::fanout;
+use super::local::{self, ClientState};
+use super::router::Target;
+use super::Shared;
+use crate::cluster::{key_slot, Snapshot};
+use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Refusal};
+use crate::protocol::keyspec::KeyPositions;
+use crate::protocol::{reply, Request};
+use bytes::Bytes;
+use futures_util::future::{self, BoxFuture, FutureExt};
+use std::sync::Arc;
+
+/// What the session does with a command.
+pub enum Action {
+    /// Queue this reply future.
+    Reply(BoxFuture<'static, Bytes>),
+    /// Send this reply after all earlier ones, then close the connection.
+    ReplyAndClose(Bytes),
+}
+
+fn ready(reply: Bytes) -> Action {
+    Action::Reply(future::ready(reply).boxed())
+}
+
+/// Decides how to answer `request`.
+pub fn dispatch(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    request: Request,
+) -> Action {
+    let Some(snapshot) = shared.router.topology.snapshot() else {
+        return ready(reply::error(
+            "ERR slotproxy: not connected to the cluster yet (no slot map loaded)",
+        ));
+    };
+    let info = match snapshot.commands.lookup(&request.args) {
+        Lookup::Found(info) => info.clone(),
+        Lookup::Unknown => return ready(unknown_command(&request.args)),
+        Lookup::UnknownSubcommand(parent) => {
+            return ready(reply::error(&format!(
+                "ERR unknown subcommand '{}'. Try {} HELP.",
+                String::from_utf8_lossy(&request.args[1]),
+                parent.name.to_uppercase()
+            )))
+        }
+        Lookup::WrongArity(info) => {
+            return ready(reply::error(&format!(
+                "ERR wrong number of arguments for '{}' command",
+                info.name
+            )))
+        }
+    };
+    match info.policy {
+        Policy::Local(kind) => local_command(shared, client, lane, kind, request, snapshot),
+        Policy::Refused(refusal) => ready(reply::error(&refusal.message(&info.name))),
+        Policy::Keyed if info.blocks(&request.args) => ready(reply::error(
+            &Refusal::NotYetSupported.message(&format!("{} BLOCK", info.name)),
+        )),
+        Policy::Keyed => keyed(shared, lane, &info, request),
+        Policy::Split(join) => match info.key_positions(&request.args) {
+            KeyPositions::Known(positions) => {
+                let first = positions.first().map(|&p| key_slot(&request.args[p]));
+                if positions
+                    .iter()
+                    .all(|&p| Some(key_slot(&request.args[p])) == first)
+                {
+                    return send(
+                        shared,
+                        lane,
+                        first.map(Target::Slot),
+                        request.raw,
+                        info.write,
+                    );
+                }
+                let span = info.legacy.step.max(1) as usize;
+                Action::Reply(
+                    fanout::split(
+                        shared.router.clone(),
+                        lane,
+                        request.args,
+                        positions,
+                        span,
+                        info.write,
+                        join,
+                    )
+                    .boxed(),
+                )
+            }
+            KeyPositions::AskCluster => keyed(shared, lane, &info, request),
+        },
+        Policy::AllMasters(join) => Action::Reply(
+            fanout::all_masters(shared.router.clone(), snapshot, lane, request.raw, join).boxed(),
+        ),
+    }
+}
+
+/// Routes a command whose keys must all share one slot.
+fn keyed(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request) -> Action {
+    match info.key_positions(&request.args) {
+        KeyPositions::Known(positions) => {
+            match common_slot(positions.iter().map(|&p| &request.args[p])) {
+                Ok(slot) => send(
+                    shared,
+                    lane,
+                    slot.map(Target::Slot),
+                    request.raw,
+                    info.write,
+                ),
+                Err(crossslot) => ready(crossslot),
+            }
+        }
+        KeyPositions::AskCluster => {
+            let router = shared.router.clone();
+            let write = info.write;
+            Action::Reply(
+                async move {
+                    let keys = match router.cluster_getkeys(lane, &request.args).await {
+                        Ok(keys) => keys,
+                        Err(error) => return error,
+                    };
+                    match common_slot(keys.iter()) {
+                        Ok(slot) => {
+                            router
+                                .send(
+                                    lane,
+                                    slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
+                                    request.raw,
+                                    write,
+                                )
+                                .await
+                        }
+                        Err(crossslot) => crossslot,
+                    }
+                }
+                .boxed(),
+            )
+        }
+    }
+}
+
+/// The slot all keys share (`None` without keys), or the CROSSSLOT error.
+fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>, Bytes> {
+    let mut slot = None;
+    for key in keys {
+        let s = key_slot(key);
+        match slot {
+            None => slot = Some(s),
+            Some(existing) if existing != s => return Err(reply::crossslot()),
+            Some(_) => {}
+        }
+    }
+    Ok(slot)
+}
+
+fn send(
+    shared: &Arc<Shared>,
+    lane: usize,
+    target: Option<Target>,
+    payload: Bytes,
+    write: bool,
+) -> Action {
+    let router = shared.router.clone();
+    let target = target.unwrap_or(Target::AnyMaster);
+    Action::Reply(async move { router.send(lane, target, payload, write).await }.boxed())
+}
+
+fn local_command(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    kind: Local,
+    request: Request,
+    snapshot: Arc<Snapshot>,
+) -> Action {
+    let args = &request.args;
+    match kind {
+        Local::Ping => ready(local::ping(args)),
+        Local::Echo => ready(reply::bulk(args[1].clone())),
+        Local::Select => ready(local::select(args)),
+        Local::Quit => Action::ReplyAndClose(reply::ok()),
+        Local::Hello => ready(local::hello(args, client, &snapshot)),
+        Local::Reset => {
+            client.name = None;
+            ready(reply::simple("RESET"))
+        }
+        Local::Client => ready(local::client(args, client)),
+        Local::Auth => ready(local::auth()),
+        Local::KeySlot => ready(local::keyslot(args)),
+        Local::Info => {
+            let sections = args[1..]
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).to_lowercase())
+                .collect();
+            Action::Reply(local::info(shared.clone(), snapshot, lane, sections).boxed())
+        }
+    }
+}
+
+/// Redis' wording for an unknown command.
+fn unknown_command(args: &[Bytes]) -> Bytes {
+    let name = String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""));
+    let mut rest = String::new();
+    for arg in &args[1.min(args.len())..] {
+        if rest.len() >= 128 {
+            break;
+        }
+        rest.push_str(&format!("'{}' ", String::from_utf8_lossy(arg)));
+    }
+    reply::error(&format!(
+        "ERR unknown command '{}', with args beginning with: {}",
+        name.chars().take(128).collect::<String>(),
+        rest
+    ))
+}

@@ -1,0 +1,193 @@
+//! Commands that touch several slots or every master: split, send in parallel, join.
+//!
+//! Multi-key commands are split by *slot*, not by node: Redis Cluster answers `CROSSSLOT` to a
+//! multi-key command whose keys are in different slots even when one node owns them all. The
+//! parts bound for one node are queued together, so they leave in one pipelined write.
+
+use super::router::{Router, Target};
+use crate::cluster::{key_slot, Snapshot};
+use crate::protocol::command::Join;
+use crate::protocol::request::encode_command;
+use crate::protocol::{reply, scan};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use std::sync::Arc;
+
+/// One part of a split command: its slot, the client's key indices in it, and its payload.
+struct Part {
+    slot: u16,
+    keys: Vec<usize>,
+    payload: Bytes,
+}
+
+/// Groups the keys of `args` (at `positions`, each followed by `span - 1` values) by slot, in
+/// order of first appearance, and encodes one command per slot.
+fn split_by_slot(args: &[Bytes], positions: &[usize], span: usize) -> Vec<Part> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (index, &pos) in positions.iter().enumerate() {
+        let slot = key_slot(&args[pos]);
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, keys)) => keys.push(index),
+            None => groups.push((slot, vec![index])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(slot, keys)| {
+            let mut part: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * span);
+            part.push(&args[0]);
+            for &k in &keys {
+                let pos = positions[k];
+                part.extend(
+                    args[pos..(pos + span).min(args.len())]
+                        .iter()
+                        .map(|a| a.as_ref()),
+                );
+            }
+            Part {
+                slot,
+                keys,
+                payload: encode_command(&part),
+            }
+        })
+        .collect()
+}
+
+/// Splits a multi-key command by slot and joins the replies as one Redis would have answered.
+pub async fn split(
+    router: Arc<Router>,
+    lane: usize,
+    args: Vec<Bytes>,
+    positions: Vec<usize>,
+    span: usize,
+    write: bool,
+    join: Join,
+) -> Bytes {
+    let parts = split_by_slot(&args, &positions, span.max(1));
+    let replies = join_all(
+        parts
+            .iter()
+            .map(|p| router.send(lane, Target::Slot(p.slot), p.payload.clone(), write)),
+    )
+    .await;
+    if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
+        return error.clone();
+    }
+    match join {
+        Join::ArrayByKey => {
+            let mut out = vec![reply::null(); positions.len()];
+            for (part, raw) in parts.iter().zip(&replies) {
+                let Some(elements) =
+                    scan::array_elements(raw).filter(|e| e.len() == part.keys.len())
+                else {
+                    return unexpected(raw);
+                };
+                for (&k, element) in part.keys.iter().zip(elements) {
+                    out[k] = element;
+                }
+            }
+            reply::array_of_raw(&out)
+        }
+        other => join_replies(other, &replies),
+    }
+}
+
+/// Sends the same command to every master and joins the replies.
+pub async fn all_masters(
+    router: Arc<Router>,
+    snapshot: Arc<Snapshot>,
+    lane: usize,
+    payload: Bytes,
+    join: Join,
+) -> Bytes {
+    if snapshot.masters().is_empty() {
+        return reply::error("ERR slotproxy: no master is known");
+    }
+    let replies = join_all(
+        snapshot
+            .masters()
+            .iter()
+            .map(|pool| router.send_to_node(pool, lane, payload.clone())),
+    )
+    .await;
+    if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
+        return error.clone();
+    }
+    join_replies(join, &replies)
+}
+
+fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
+    match join {
+        Join::AllOk => match replies.iter().find(|r| &r[..] != b"+OK\r\n") {
+            Some(other) => other.clone(),
+            None => reply::ok(),
+        },
+        Join::SumIntegers => {
+            let mut sum: i64 = 0;
+            for raw in replies {
+                match scan::integer(raw) {
+                    Some(n) => sum = sum.saturating_add(n),
+                    None => return unexpected(raw),
+                }
+            }
+            reply::integer(sum)
+        }
+        Join::Concat | Join::ArrayByKey => {
+            let mut all = Vec::new();
+            for raw in replies {
+                match scan::array_elements(raw) {
+                    Some(elements) => all.extend(elements),
+                    None => return unexpected(raw),
+                }
+            }
+            reply::array_of_raw(&all)
+        }
+        Join::FirstNonNil => replies
+            .iter()
+            .find(|r| &r[..] != b"$-1\r\n")
+            .cloned()
+            .unwrap_or_else(reply::null),
+    }
+}
+
+fn unexpected(raw: &[u8]) -> Bytes {
+    reply::error(&format!(
+        "ERR slotproxy: unexpected reply from node: {}",
+        String::from_utf8_lossy(&raw[..raw.len().min(64)]).trim()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn splits_by_slot_keeping_order() {
+        let a = args("MSET {a}1 x {b}1 y {a}2 z");
+        let parts = split_by_slot(&a, &[1, 3, 5], 2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].keys, vec![0, 2]);
+        assert_eq!(
+            &parts[0].payload[..],
+            &encode_command(&["MSET", "{a}1", "x", "{a}2", "z"])[..]
+        );
+        assert_eq!(parts[1].keys, vec![1]);
+        assert_eq!(parts[1].slot, key_slot(b"b"));
+    }
+
+    #[test]
+    fn joins() {
+        let ok = [reply::ok(), reply::ok()];
+        assert_eq!(&join_replies(Join::AllOk, &ok)[..], b"+OK\r\n");
+        let ints = [reply::integer(2), reply::integer(3)];
+        assert_eq!(&join_replies(Join::SumIntegers, &ints)[..], b":5\r\n");
+        let nils = [reply::null(), reply::bulk(Bytes::from_static(b"k"))];
+        assert_eq!(&join_replies(Join::FirstNonNil, &nils)[..], b"$1\r\nk\r\n");
+    }
+}

@@ -1,0 +1,63 @@
+//! Accepts client connections and starts a tracked session task for each.
+
+use super::local::ClientState;
+use super::{session, Shared};
+use crate::protocol::reply;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Accepts clients until `shutdown`; sessions run on `tracker` so shutdown can wait for them.
+pub async fn run(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Typically EMFILE: back off briefly instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = shared.metrics.clone();
+        if metrics.client_connections.get() as usize >= shared.max_clients {
+            metrics.client_connections_rejected.inc();
+            tokio::spawn(async move {
+                let _ = stream
+                    .write_all(&reply::error("ERR max number of clients reached"))
+                    .await;
+            });
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        metrics.client_connections_accepted.inc();
+        metrics.client_connections.inc();
+        let client = ClientState {
+            id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
+            name: None,
+            peer: peer.to_string(),
+            local: stream
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            session::run(stream, shared, client, shutdown).await;
+            metrics.client_connections.dec();
+        });
+    }
+}

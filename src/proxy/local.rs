@@ -1,0 +1,256 @@
+//! Commands the proxy answers itself, as one standalone Redis would.
+
+use super::Shared;
+use crate::cluster::{key_slot, Snapshot};
+use crate::protocol::request::encode_command;
+use crate::protocol::{reply, scan};
+use bytes::Bytes;
+use redis_protocol::resp2::types::BytesFrame;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Per-connection state that local commands read and change.
+#[derive(Debug)]
+pub struct ClientState {
+    /// CLIENT ID
+    pub id: u64,
+    /// CLIENT SETNAME
+    pub name: Option<Bytes>,
+    /// Peer address, for CLIENT INFO.
+    pub peer: String,
+    /// Local address, for CLIENT INFO.
+    pub local: String,
+}
+
+fn bulk_str(s: &str) -> BytesFrame {
+    BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+/// PING [message]
+pub fn ping(args: &[Bytes]) -> Bytes {
+    match args.get(1) {
+        Some(message) => reply::bulk(message.clone()),
+        None => reply::simple("PONG"),
+    }
+}
+
+/// SELECT index: only database 0 exists in a cluster.
+pub fn select(args: &[Bytes]) -> Bytes {
+    match crate::protocol::parse_i64(&args[1]) {
+        Some(0) => reply::ok(),
+        Some(_) => reply::error("ERR SELECT is not allowed in cluster mode"),
+        None => reply::error("ERR value is not an integer or out of range"),
+    }
+}
+
+/// AUTH: the proxy has no password of its own yet, so answer as a passwordless Redis does.
+pub fn auth() -> Bytes {
+    reply::error(
+        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+    )
+}
+
+/// CLUSTER KEYSLOT key, computed locally.
+pub fn keyslot(args: &[Bytes]) -> Bytes {
+    reply::integer(i64::from(key_slot(&args[2])))
+}
+
+/// HELLO [protover [AUTH user pass] [SETNAME name]]
+pub fn hello(args: &[Bytes], client: &mut ClientState, snapshot: &Snapshot) -> Bytes {
+    let mut i = 1;
+    if let Some(version) = args.get(1) {
+        match crate::protocol::parse_i64(version) {
+            Some(2) => {}
+            Some(3) => {
+                return reply::error("NOPROTO sorry, this protocol version is not supported")
+            }
+            Some(_) => return reply::error("NOPROTO unsupported protocol version"),
+            None => return reply::error("ERR Protocol version is not an integer or out of range"),
+        }
+        i = 2;
+    }
+    while i < args.len() {
+        let option = args[i].to_ascii_lowercase();
+        match (option.as_slice(), args.len() - i - 1) {
+            (b"auth", n) if n >= 2 => i += 3,
+            (b"setname", n) if n >= 1 => {
+                if let Err(e) = set_name(client, &args[i + 1]) {
+                    return e;
+                }
+                i += 2;
+            }
+            _ => {
+                return reply::error(&format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(&args[i])
+                ))
+            }
+        }
+    }
+    reply::encode(&BytesFrame::Array(vec![
+        bulk_str("server"),
+        bulk_str("redis"),
+        bulk_str("version"),
+        bulk_str(&snapshot.server_version),
+        bulk_str("proto"),
+        BytesFrame::Integer(2),
+        bulk_str("id"),
+        BytesFrame::Integer(client.id as i64),
+        bulk_str("mode"),
+        bulk_str("standalone"),
+        bulk_str("role"),
+        bulk_str("master"),
+        bulk_str("modules"),
+        BytesFrame::Array(vec![]),
+    ]))
+}
+
+fn set_name(client: &mut ClientState, name: &Bytes) -> Result<(), Bytes> {
+    if name.iter().any(|&b| b <= b' ' || b > b'~') {
+        return Err(reply::error(
+            "ERR Client names cannot contain spaces, newlines or special characters.",
+        ));
+    }
+    client.name = if name.is_empty() {
+        None
+    } else {
+        Some(name.clone())
+    };
+    Ok(())
+}
+
+/// CLIENT subcommands that concern this connection only.
+pub fn client(args: &[Bytes], client: &mut ClientState) -> Bytes {
+    let sub = args[1].to_ascii_lowercase();
+    match (sub.as_slice(), args.len()) {
+        (b"setname", 3) => match set_name(client, &args[2]) {
+            Ok(()) => reply::ok(),
+            Err(e) => e,
+        },
+        (b"getname", 2) => client
+            .name
+            .clone()
+            .map(reply::bulk)
+            .unwrap_or_else(reply::null),
+        (b"id", 2) => reply::integer(client.id as i64),
+        (b"setinfo", 4) => reply::ok(),
+        (b"reply", 3) if args[2].eq_ignore_ascii_case(b"on") => reply::ok(),
+        (b"info", 2) => reply::bulk(Bytes::from(format!(
+            "id={} addr={} laddr={} name={} db=0 resp=2\n",
+            client.id,
+            client.peer,
+            client.local,
+            client
+                .name
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default()
+        ))),
+        _ => reply::error(&format!(
+            "ERR CLIENT {} is not supported by slotproxy",
+            String::from_utf8_lossy(&args[1]).to_uppercase()
+        )),
+    }
+}
+
+/// INFO [section …]: the proxy's own sections plus cluster-wide sums.
+pub async fn info(
+    shared: Arc<Shared>,
+    snapshot: Arc<Snapshot>,
+    lane: usize,
+    sections: Vec<String>,
+) -> Bytes {
+    let wanted = |name: &str| {
+        sections.is_empty()
+            || sections.iter().any(|s| {
+                s == name
+                    || s == "all"
+                    || s == "everything"
+                    || (s == "default" && name != "commandstats")
+            })
+    };
+    let mut out = String::new();
+    if wanted("server") {
+        let _ = write!(
+            out,
+            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nslotproxy_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            snapshot.server_version,
+            env!("CARGO_PKG_VERSION"),
+            std::process::id(),
+            shared.listen_port,
+            shared.started.elapsed().as_secs()
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            out,
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            shared.metrics.client_connections.get()
+        );
+    }
+    let need_nodes = wanted("memory") || wanted("keyspace");
+    let node_infos = if need_nodes {
+        let payload = encode_command(&["INFO", "memory", "keyspace"]);
+        let replies = futures_util::future::join_all(
+            snapshot
+                .masters()
+                .iter()
+                .map(|p| shared.router.send_to_node(p, lane, payload.clone())),
+        )
+        .await;
+        replies
+            .iter()
+            .filter_map(|r| scan::string(r).map(|s| String::from_utf8_lossy(s).into_owned()))
+            .collect::<Vec<_>>()
+    } else {
+        Vec::new()
+    };
+    if wanted("memory") {
+        let used: u64 = node_infos
+            .iter()
+            .filter_map(|i| field(i, "used_memory")?.parse::<u64>().ok())
+            .sum();
+        let _ = write!(
+            out,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\n\r\n",
+            used as f64 / 1048576.0
+        );
+    }
+    if wanted("cluster") {
+        let _ = write!(out, "# Cluster\r\ncluster_enabled:0\r\n\r\n");
+    }
+    if wanted("proxy") {
+        let _ = write!(
+            out,
+            "# Proxy\r\nslot_map_epoch:{}\r\nmasters:{}\r\nslots_covered:{}\r\n\r\n",
+            snapshot.epoch,
+            snapshot.map.nodes.len(),
+            snapshot.map.covered()
+        );
+    }
+    if wanted("keyspace") {
+        let (mut keys, mut expires) = (0u64, 0u64);
+        for info in &node_infos {
+            if let Some(db0) = field(info, "db0") {
+                for part in db0.split(',') {
+                    match part.split_once('=') {
+                        Some(("keys", n)) => keys += n.parse::<u64>().unwrap_or(0),
+                        Some(("expires", n)) => expires += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
+        }
+    }
+    reply::bulk(Bytes::from(out))
+}
+
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}

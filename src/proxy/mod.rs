@@ -1,0 +1,37 @@
+//! The client side: accept connections, run one session per client, turn each command into
+//! a reply future (local, single node, split or fan-out), and write replies in request order.
+
+pub mod dispatch;
+pub mod fanout;
+pub mod listener;
+pub mod local;
+pub mod router;
+pub mod session;
+
+use crate::metrics::Metrics;
+use crate::protocol::request::Limits;
+use router::Router;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// State shared by every client session.
+#[derive(Debug)]
+pub struct Shared {
+    /// Routing and redirect handling.
+    pub router: Arc<Router>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Request decoding limits.
+    pub limits: Limits,
+    /// Commands in flight per client before the proxy stops reading from it.
+    pub max_pipeline: usize,
+    /// Most concurrent clients.
+    pub max_clients: usize,
+    /// When the proxy started (INFO uptime).
+    pub started: Instant,
+    /// Source of CLIENT ID values.
+    pub next_client_id: AtomicU64,
+    /// The client port (INFO tcp_port).
+    pub listen_port: u16,
+}

@@ -1,0 +1,196 @@
+//! Sending one command to the right node and hiding cluster redirects from the client.
+//!
+//! `MOVED` → retry on the named node and have the slot map refreshed; `ASK` → `ASKING` plus
+//! the command on the named node, map untouched; `TRYAGAIN`/`CLUSTERDOWN` → bounded retries
+//! with exponential backoff. A lost connection is retried only when the command certainly
+//! did not run, or cannot change data.
+
+use crate::cluster::Topology;
+use crate::config::ClusterSection;
+use crate::error::UpstreamError;
+use crate::metrics::Metrics;
+use crate::protocol::request::encode_command;
+use crate::protocol::{command::parse_getkeys_reply, reply, scan};
+use crate::upstream::pool::NodePool;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routing and retry policy, shared by all sessions.
+#[derive(Debug)]
+pub struct Router {
+    /// The cluster view.
+    pub topology: Arc<Topology>,
+    /// Where redirects and errors are counted.
+    pub metrics: Arc<Metrics>,
+    timeout: Duration,
+    max_redirects: u32,
+    max_retries: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+/// Where a command goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// The owner of a slot.
+    Slot(u16),
+    /// Any master (keyless commands).
+    AnyMaster,
+}
+
+impl Router {
+    /// A router with the `[cluster]` retry settings.
+    pub fn new(topology: Arc<Topology>, metrics: Arc<Metrics>, config: &ClusterSection) -> Router {
+        Router {
+            topology,
+            metrics,
+            timeout: config.request_timeout(),
+            max_redirects: config.max_redirects,
+            max_retries: config.max_retries,
+            backoff: Duration::from_millis(config.retry_backoff_ms),
+            max_backoff: Duration::from_millis(config.retry_max_backoff_ms),
+        }
+    }
+
+    fn resolve(&self, target: Target, lane: usize) -> Option<Arc<NodePool>> {
+        let snapshot = self.topology.snapshot()?;
+        match target {
+            Target::Slot(slot) => snapshot.owner(slot).cloned(),
+            Target::AnyMaster => snapshot.any_master(lane).cloned(),
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff)
+    }
+
+    /// Sends `payload` to `target` and returns the reply the client should see.
+    pub async fn send(&self, lane: usize, target: Target, payload: Bytes, write: bool) -> Bytes {
+        let mut node = self.resolve(target, lane);
+        let mut asking = false;
+        let (mut redirects, mut retries) = (0u32, 0u32);
+        loop {
+            let Some(pool) = node.take() else {
+                if retries >= self.max_retries {
+                    return match target {
+                        Target::Slot(_) => reply::error("CLUSTERDOWN Hash slot not served"),
+                        Target::AnyMaster => reply::error("ERR slotproxy: no master is known"),
+                    };
+                }
+                self.topology.request_refresh();
+                tokio::time::sleep(self.backoff(retries)).await;
+                retries += 1;
+                node = self.resolve(target, lane);
+                continue;
+            };
+            let result = pool
+                .request(lane, payload.clone(), asking, self.timeout)
+                .await;
+            let reply = match result {
+                Ok(reply) => reply,
+                Err(error) => {
+                    self.count_error(&error);
+                    let timed_out = matches!(error, UpstreamError::Timeout { .. });
+                    if timed_out || (write && error.may_have_run()) || retries >= self.max_retries {
+                        return error.to_reply();
+                    }
+                    self.topology.request_refresh();
+                    tokio::time::sleep(self.backoff(retries)).await;
+                    retries += 1;
+                    node = self.resolve(target, lane);
+                    asking = false;
+                    continue;
+                }
+            };
+            match scan::classify(&reply) {
+                scan::Redirect::None => return reply,
+                scan::Redirect::Moved(addr) => {
+                    self.metrics.redirects.with_label_values(&["moved"]).inc();
+                    redirects += 1;
+                    if redirects > self.max_redirects {
+                        return too_many(&reply);
+                    }
+                    self.topology.request_refresh();
+                    node = Some(self.topology.pool_for(addr));
+                    asking = false;
+                }
+                scan::Redirect::Ask(addr) => {
+                    self.metrics.redirects.with_label_values(&["ask"]).inc();
+                    redirects += 1;
+                    if redirects > self.max_redirects {
+                        return too_many(&reply);
+                    }
+                    node = Some(self.topology.pool_for(addr));
+                    asking = true;
+                }
+                kind @ (scan::Redirect::TryAgain | scan::Redirect::ClusterDown) => {
+                    let label = if kind == scan::Redirect::TryAgain {
+                        "tryagain"
+                    } else {
+                        "clusterdown"
+                    };
+                    self.metrics.redirects.with_label_values(&[label]).inc();
+                    if retries >= self.max_retries {
+                        return reply;
+                    }
+                    if label == "clusterdown" {
+                        self.topology.request_refresh();
+                    }
+                    tokio::time::sleep(self.backoff(retries)).await;
+                    retries += 1;
+                    node = self.resolve(target, lane);
+                    asking = false;
+                }
+            }
+        }
+    }
+
+    /// Sends `payload` to one specific node, without redirect handling (fan-out).
+    pub async fn send_to_node(&self, pool: &NodePool, lane: usize, payload: Bytes) -> Bytes {
+        match pool.request(lane, payload, false, self.timeout).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.count_error(&error);
+                error.to_reply()
+            }
+        }
+    }
+
+    /// Asks the cluster where the keys of `args` are (`COMMAND GETKEYS`), for commands whose
+    /// key specs are incomplete. `Ok(empty)` means the call has no keys.
+    pub async fn cluster_getkeys(&self, lane: usize, args: &[Bytes]) -> Result<Vec<Bytes>, Bytes> {
+        let mut query: Vec<&[u8]> = vec![b"COMMAND", b"GETKEYS"];
+        query.extend(args.iter().map(|a| a.as_ref()));
+        let raw = self
+            .send(lane, Target::AnyMaster, encode_command(&query), false)
+            .await;
+        match parse_getkeys_reply(&raw) {
+            Some(keys) => Ok(keys),
+            None if raw.starts_with(b"-ERR The command has no key arguments") => Ok(Vec::new()),
+            None => Err(raw),
+        }
+    }
+
+    fn count_error(&self, error: &UpstreamError) {
+        let (addr, kind) = match error {
+            UpstreamError::Connect { addr, .. } => (addr, "connect"),
+            UpstreamError::Lost { addr, .. } => (addr, "connection_lost"),
+            UpstreamError::Timeout { addr, .. } => (addr, "timeout"),
+        };
+        self.metrics
+            .upstream_errors
+            .with_label_values(&[addr, kind])
+            .inc();
+    }
+}
+
+fn too_many(last: &[u8]) -> Bytes {
+    let last = String::from_utf8_lossy(last);
+    reply::error(&format!(
+        "ERR slotproxy: too many cluster redirects (last: {})",
+        last.trim().trim_start_matches('-')
+    ))
+}

@@ -1,0 +1,231 @@
+//! One multiplexed, pipelined connection to a node, and the task that keeps it alive.
+//!
+//! Many clients' requests share the connection. The writer takes everything queued, writes it
+//! in one go, and records a [`Pending`] per expected reply; the reader frames replies and
+//! completes the pendings in FIFO order (Redis answers in request order). When the connection
+//! breaks, every pending fails with `maybe_executed`, and the supervisor reconnects with
+//! jittered exponential backoff, failing new requests fast while the node is unreachable.
+
+use super::Settings;
+use crate::error::UpstreamError;
+use crate::metrics::Metrics;
+use crate::protocol::scan::ReplyScanner;
+use bytes::{Bytes, BytesMut};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a caller receives for one request.
+pub type ReplyResult = Result<Bytes, UpstreamError>;
+
+/// One request for a node.
+#[derive(Debug)]
+pub struct Job {
+    /// The encoded command.
+    pub payload: Bytes,
+    /// Send `ASKING` right before it (after an `ASK` redirect).
+    pub asking: bool,
+    /// Where the reply goes.
+    pub reply: oneshot::Sender<ReplyResult>,
+}
+
+/// A reply the reader still expects.
+#[derive(Debug)]
+enum Pending {
+    /// The `+OK` of an `ASKING` we sent on our own.
+    Discard,
+    /// A caller waiting for this reply.
+    Reply(oneshot::Sender<ReplyResult>),
+}
+
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+/// Stop coalescing queued requests into one write beyond this many bytes.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Opens a TCP connection to `addr`, with `TCP_NODELAY` and AUTH if configured.
+pub async fn connect(addr: &Arc<str>, settings: &Settings) -> Result<TcpStream, UpstreamError> {
+    let fail = |reason: String| UpstreamError::Connect {
+        addr: addr.clone(),
+        reason,
+    };
+    let target = match crate::config::split_host_port(addr) {
+        Ok((host, port)) => (host.to_string(), port),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target))
+        .await
+        .map_err(|_| fail(format!("timed out after {:?}", settings.connect_timeout)))?
+        .map_err(|e| fail(e.to_string()))?;
+    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    if let Some(auth) = settings.auth_command() {
+        let check = async {
+            stream.write_all(&auth).await?;
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf[..n].to_vec())
+        };
+        let reply = tokio::time::timeout(settings.connect_timeout, check)
+            .await
+            .map_err(|_| fail("AUTH timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        if !reply.starts_with(b"+OK") {
+            return Err(fail(format!(
+                "AUTH failed: {}",
+                String::from_utf8_lossy(&reply).trim()
+            )));
+        }
+    }
+    Ok(stream)
+}
+
+/// Keeps one connection to `addr` alive until every sender of `jobs` is gone.
+pub async fn supervise(
+    addr: Arc<str>,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    let mut first = true;
+    loop {
+        match connect(&addr, &settings).await {
+            Ok(stream) => {
+                if !first {
+                    metrics
+                        .upstream_reconnects
+                        .with_label_values(&[&addr])
+                        .inc();
+                }
+                first = false;
+                backoff = MIN_BACKOFF;
+                tracing::debug!(node = %addr, "connected");
+                match serve(&addr, stream, &mut jobs).await {
+                    Ended::JobsClosed => return,
+                    Ended::Broken(reason) => {
+                        tracing::warn!(node = %addr, %reason, "node connection lost; reconnecting");
+                        metrics
+                            .upstream_errors
+                            .with_label_values(&[&addr, "connection_lost"])
+                            .inc();
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(node = %addr, %error, retry_in = ?backoff, "cannot connect to node");
+                metrics
+                    .upstream_errors
+                    .with_label_values(&[&addr, "connect"])
+                    .inc();
+                let jitter = rand::thread_rng().gen_range(0.5..1.5);
+                let sleep = tokio::time::sleep(backoff.mul_f64(jitter));
+                tokio::pin!(sleep);
+                // While the node is unreachable, fail requests at once instead of queueing them.
+                loop {
+                    tokio::select! {
+                        _ = &mut sleep => break,
+                        job = jobs.recv() => match job {
+                            Some(job) => { let _ = job.reply.send(Err(error.clone())); }
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+enum Ended {
+    JobsClosed,
+    Broken(String),
+}
+
+async fn serve(
+    addr: &Arc<str>,
+    stream: TcpStream,
+    jobs: &mut mpsc::UnboundedReceiver<Job>,
+) -> Ended {
+    let (mut reader, mut writer) = stream.into_split();
+    let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
+    let write_loop = async {
+        let mut out = BytesMut::with_capacity(16 * 1024);
+        loop {
+            let Some(job) = jobs.recv().await else {
+                return Ended::JobsClosed;
+            };
+            out.clear();
+            queue(&mut out, job, &pending_tx);
+            while out.len() < MAX_WRITE_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => queue(&mut out, job, &pending_tx),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = writer.write_all(&out).await {
+                return Ended::Broken(format!("write failed: {e}"));
+            }
+        }
+    };
+    let read_loop = async {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut scanner = ReplyScanner::default();
+        loop {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            match reader.read_buf(&mut buf).await {
+                Ok(0) => return Ended::Broken("closed by node".into()),
+                Ok(_) => {}
+                Err(e) => return Ended::Broken(format!("read failed: {e}")),
+            }
+            loop {
+                let len = match scanner.scan(&buf) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(e) => return Ended::Broken(format!("bad reply: {e}")),
+                };
+                let frame = buf.split_to(len).freeze();
+                match pending_rx.try_recv() {
+                    Ok(Pending::Discard) => {}
+                    Ok(Pending::Reply(tx)) => {
+                        let _ = tx.send(Ok(frame));
+                    }
+                    Err(_) => return Ended::Broken("reply without a request".into()),
+                }
+            }
+        }
+    };
+    let ended = tokio::select! {
+        ended = write_loop => ended,
+        ended = read_loop => ended,
+    };
+    let reason = match &ended {
+        Ended::JobsClosed => "proxy closed the connection".to_string(),
+        Ended::Broken(reason) => reason.clone(),
+    };
+    pending_rx.close();
+    while let Ok(pending) = pending_rx.try_recv() {
+        if let Pending::Reply(tx) = pending {
+            let _ = tx.send(Err(UpstreamError::Lost {
+                addr: addr.clone(),
+                reason: reason.clone(),
+                maybe_executed: true,
+            }));
+        }
+    }
+    ended
+}
+
+fn queue(out: &mut BytesMut, job: Job, pending: &mpsc::UnboundedSender<Pending>) {
+    if job.asking {
+        out.extend_from_slice(ASKING);
+        let _ = pending.send(Pending::Discard);
+    }
+    out.extend_from_slice(&job.payload);
+    let _ = pending.send(Pending::Reply(job.reply));
+}

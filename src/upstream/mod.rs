@@ -1,0 +1,50 @@
+//! Connections to cluster nodes.
+//!
+//! Each master gets a [`pool::NodePool`]: a small fixed number of long-lived connections,
+//! each shared by many clients. A connection's writer coalesces every queued request into one
+//! `write`; its reader hands replies back in FIFO order. [`oneshot`] is the separate, simple
+//! path for rare control queries (slot map, command table).
+
+pub mod connection;
+pub mod oneshot;
+pub mod pool;
+
+use std::time::Duration;
+
+/// How to reach nodes; shared by every pool.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// ACL user (empty: default user).
+    pub username: String,
+    /// Password (empty: no AUTH).
+    pub password: String,
+    /// Connections per node.
+    pub connections_per_node: usize,
+}
+
+impl Settings {
+    /// The `[cluster]` settings that concern connections.
+    pub fn from_config(c: &crate::config::ClusterSection) -> Self {
+        Settings {
+            connect_timeout: c.connect_timeout(),
+            username: c.username.clone(),
+            password: c.password.clone(),
+            connections_per_node: c.connections_per_node,
+        }
+    }
+
+    /// The AUTH command to send after connecting, if any.
+    pub fn auth_command(&self) -> Option<bytes::Bytes> {
+        if self.password.is_empty() {
+            return None;
+        }
+        let mut args: Vec<&str> = vec!["AUTH"];
+        if !self.username.is_empty() {
+            args.push(&self.username);
+        }
+        args.push(&self.password);
+        Some(crate::protocol::request::encode_command(&args))
+    }
+}

@@ -1,0 +1,99 @@
+//! The connections to one node.
+
+use super::connection::{supervise, Job, ReplyResult};
+use super::Settings;
+use crate::error::UpstreamError;
+use crate::metrics::Metrics;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A fixed set of multiplexed connections to one node.
+///
+/// A client always uses the same connection (its *lane*) so that its pipelined commands to a
+/// node are executed in the order it sent them.
+#[derive(Debug)]
+pub struct NodePool {
+    addr: Arc<str>,
+    lanes: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+impl NodePool {
+    /// Starts the connection tasks for `addr`; they stop when the pool is dropped.
+    pub fn spawn(addr: &str, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Arc<NodePool> {
+        let addr: Arc<str> = addr.into();
+        let lanes = (0..settings.connections_per_node.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(supervise(
+                    addr.clone(),
+                    settings.clone(),
+                    metrics.clone(),
+                    rx,
+                ));
+                tx
+            })
+            .collect();
+        Arc::new(NodePool { addr, lanes })
+    }
+
+    /// The node's `host:port`.
+    pub fn addr(&self) -> &Arc<str> {
+        &self.addr
+    }
+
+    /// Queues a request on the client's lane; the reply arrives on the returned receiver.
+    pub fn send(
+        &self,
+        lane: usize,
+        payload: Bytes,
+        asking: bool,
+    ) -> oneshot::Receiver<ReplyResult> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            payload,
+            asking,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.lanes[lane % self.lanes.len()].send(job) {
+            let _ = job.reply.send(Err(UpstreamError::Connect {
+                addr: self.addr.clone(),
+                reason: "connection task stopped".into(),
+            }));
+        }
+        rx
+    }
+
+    /// Sends a request and waits for its reply at most `timeout`.
+    pub async fn request(
+        &self,
+        lane: usize,
+        payload: Bytes,
+        asking: bool,
+        timeout: Duration,
+    ) -> ReplyResult {
+        let rx = self.send(lane, payload, asking);
+        wait(&self.addr, rx, timeout).await
+    }
+}
+
+/// Waits for a reply from `addr` at most `timeout`.
+pub async fn wait(
+    addr: &Arc<str>,
+    rx: oneshot::Receiver<ReplyResult>,
+    timeout: Duration,
+) -> ReplyResult {
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(UpstreamError::Lost {
+            addr: addr.clone(),
+            reason: "connection task ended".into(),
+            maybe_executed: true,
+        }),
+        Err(_) => Err(UpstreamError::Timeout {
+            addr: addr.clone(),
+            ms: timeout.as_millis() as u64,
+        }),
+    }
+}
