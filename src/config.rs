@@ -258,17 +258,23 @@ impl Config {
             let line = e
                 .span()
                 .map(|span| {
-                    text.as_bytes()[..span.start.min(text.len())]
+                    let end = span.start.min(text.len());
+                    text.as_bytes()[..end]
                         .iter()
                         .filter(|&&b| b == b'\n')
                         .count()
                         + 1
                 })
                 .unwrap_or(1);
+            let message = e.message().trim();
+            let message = match field_at_line(text, line) {
+                Some(field) => format!("field `{field}`: {message}"),
+                None => message.to_string(),
+            };
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 line,
-                message: e.message().trim().to_string(),
+                message,
             }
         })
     }
@@ -374,6 +380,26 @@ pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
         return Err(format!("`{s}`: host is empty"));
     }
     Ok((host, port))
+}
+
+/// The dotted `section.key` set on 1-based `line`, if that line sets one.
+fn field_at_line(text: &str, line: usize) -> Option<String> {
+    let mut section = String::new();
+    for (index, current) in text.lines().enumerate() {
+        let current = current.trim();
+        if let Some(name) = current.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_string();
+        }
+        if index + 1 == line {
+            let key = current.split_once('=')?.0.trim();
+            return Some(if section.is_empty() {
+                key.to_string()
+            } else {
+                format!("{section}.{key}")
+            });
+        }
+    }
+    None
 }
 
 /// Finds the 1-based line where `section.key` is set in TOML text.

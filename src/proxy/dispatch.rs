@@ -64,33 +64,21 @@ pub fn dispatch(
         )),
         Policy::Keyed => keyed(shared, lane, &info, request),
         Policy::Split(join) => match info.key_positions(&request.args) {
+            KeyPositions::Known(positions) if positions.len() <= 1 => {
+                let slot = positions
+                    .first()
+                    .map(|&p| Target::Slot(key_slot(&request.args[p])));
+                send(shared, lane, slot, request.raw, info.write)
+            }
             KeyPositions::Known(positions) => {
-                let first = positions.first().map(|&p| key_slot(&request.args[p]));
-                if positions
-                    .iter()
-                    .all(|&p| Some(key_slot(&request.args[p])) == first)
-                {
-                    return send(
-                        shared,
-                        lane,
-                        first.map(Target::Slot),
-                        request.raw,
-                        info.write,
-                    );
-                }
-                let span = info.legacy.step.max(1) as usize;
-                Action::Reply(
-                    fanout::split(
-                        shared.router.clone(),
-                        lane,
-                        request.args,
-                        positions,
-                        span,
-                        info.write,
-                        join,
-                    )
-                    .boxed(),
-                )
+                let command = fanout::SplitCommand {
+                    args: request.args,
+                    positions,
+                    span: info.legacy.step.max(1) as usize,
+                    write: info.write,
+                    join,
+                };
+                Action::Reply(fanout::split(shared.router.clone(), lane, command).boxed())
             }
             KeyPositions::AskCluster => keyed(shared, lane, &info, request),
         },

@@ -4,7 +4,7 @@
 //! multi-key command whose keys are in different slots even when one node owns them all. The
 //! parts bound for one node are queued together, so they leave in one pipelined write.
 
-use super::router::{Router, Target};
+use super::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::command::Join;
 use crate::protocol::request::encode_command;
@@ -53,29 +53,40 @@ fn split_by_slot(args: &[Bytes], positions: &[usize], span: usize) -> Vec<Part> 
         .collect()
 }
 
+/// A multi-key command to split: its arguments, where its keys are, and how many arguments
+/// each key carries (2 for MSET's key and value).
+pub struct SplitCommand {
+    /// Command name and arguments.
+    pub args: Vec<Bytes>,
+    /// Argument indices of the keys.
+    pub positions: Vec<usize>,
+    /// Arguments per key, the key included.
+    pub span: usize,
+    /// The command writes.
+    pub write: bool,
+    /// How the per-slot replies are joined.
+    pub join: Join,
+}
+
 /// Splits a multi-key command by slot and joins the replies as one Redis would have answered.
-pub async fn split(
-    router: Arc<Router>,
-    lane: usize,
-    args: Vec<Bytes>,
-    positions: Vec<usize>,
-    span: usize,
-    write: bool,
-    join: Join,
-) -> Bytes {
-    let parts = split_by_slot(&args, &positions, span.max(1));
+///
+/// A slot in mid-migration answers `TRYAGAIN` to a multi-key command whose keys are partly
+/// moved; such a part is split again into single-key commands, which the migrating slot
+/// serves (through `ASK` where needed), so the client sees no error.
+pub async fn split(router: Arc<Router>, lane: usize, command: SplitCommand) -> Bytes {
+    let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
     let replies = join_all(
         parts
             .iter()
-            .map(|p| router.send(lane, Target::Slot(p.slot), p.payload.clone(), write)),
+            .map(|part| send_part(&router, lane, &command, part)),
     )
     .await;
     if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
         return error.clone();
     }
-    match join {
+    match command.join {
         Join::ArrayByKey => {
-            let mut out = vec![reply::null(); positions.len()];
+            let mut out = vec![reply::null(); command.positions.len()];
             for (part, raw) in parts.iter().zip(&replies) {
                 let Some(elements) =
                     scan::array_elements(raw).filter(|e| e.len() == part.keys.len())
@@ -87,6 +98,46 @@ pub async fn split(
                 }
             }
             reply::array_of_raw(&out)
+        }
+        other => join_replies(other, &replies),
+    }
+}
+
+/// Sends one per-slot part; a `TRYAGAIN` (partly migrated slot) makes it one command per key.
+async fn send_part(router: &Router, lane: usize, command: &SplitCommand, part: &Part) -> Bytes {
+    let target = Target::Slot(part.slot);
+    let retry = Retry {
+        write: command.write,
+        tryagain_is_final: part.keys.len() > 1,
+    };
+    let reply = router
+        .send_call(lane, target, part.payload.clone(), retry)
+        .await;
+    if scan::classify(&reply) != scan::Redirect::TryAgain || part.keys.len() < 2 {
+        return reply;
+    }
+    let args = &command.args;
+    let singles = part.keys.iter().map(|&k| {
+        let pos = command.positions[k];
+        let end = (pos + command.span.max(1)).min(args.len());
+        let mut one: Vec<&[u8]> = vec![&args[0]];
+        one.extend(args[pos..end].iter().map(|a| a.as_ref()));
+        router.send(lane, target, encode_command(&one), command.write)
+    });
+    let replies = join_all(singles).await;
+    if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
+        return error.clone();
+    }
+    match command.join {
+        Join::ArrayByKey => {
+            let elements: Option<Vec<Bytes>> = replies
+                .iter()
+                .map(|r| scan::array_elements(r).and_then(|mut e| e.pop()))
+                .collect();
+            match elements {
+                Some(elements) => reply::array_of_raw(&elements),
+                None => unexpected(&replies[0]),
+            }
         }
         other => join_replies(other, &replies),
     }

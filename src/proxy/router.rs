@@ -39,6 +39,16 @@ pub enum Target {
     AnyMaster,
 }
 
+/// Retry rules for one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The command may change data: never resent once it may have run.
+    pub write: bool,
+    /// Return `TRYAGAIN` at once instead of waiting it out: the caller will split the
+    /// multi-key command into single-key commands, which a migrating slot always serves.
+    pub tryagain_is_final: bool,
+}
+
 impl Router {
     /// A router with the `[cluster]` retry settings.
     pub fn new(topology: Arc<Topology>, metrics: Arc<Metrics>, config: &ClusterSection) -> Router {
@@ -69,6 +79,27 @@ impl Router {
 
     /// Sends `payload` to `target` and returns the reply the client should see.
     pub async fn send(&self, lane: usize, target: Target, payload: Bytes, write: bool) -> Bytes {
+        self.send_call(
+            lane,
+            target,
+            payload,
+            Retry {
+                write,
+                tryagain_is_final: false,
+            },
+        )
+        .await
+    }
+
+    /// Like [`Router::send`], with the retry rules spelled out.
+    pub async fn send_call(
+        &self,
+        lane: usize,
+        target: Target,
+        payload: Bytes,
+        retry: Retry,
+    ) -> Bytes {
+        let write = retry.write;
         let mut node = self.resolve(target, lane);
         let mut asking = false;
         let (mut redirects, mut retries) = (0u32, 0u32);
@@ -133,7 +164,9 @@ impl Router {
                         "clusterdown"
                     };
                     self.metrics.redirects.with_label_values(&[label]).inc();
-                    if retries >= self.max_retries {
+                    if retries >= self.max_retries
+                        || (retry.tryagain_is_final && label == "tryagain")
+                    {
                         return reply;
                     }
                     if label == "clusterdown" {

@@ -1,0 +1,498 @@
+//! Test harness: real `redis-server` cluster nodes on free loopback ports in temp dirs, and a
+//! slotproxy started in-process on port 0. Everything is torn down on drop, also when a test
+//! panics.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+const SLOTS: u16 = 16384;
+
+/// Finds `redis-server`, or fails with the command that installs it.
+pub fn redis_server_binary() -> String {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "redis-server not found on PATH: install it with `apt-get install -y redis-server redis-tools` (or run .ci/run, which does)"
+    );
+    "redis-server".into()
+}
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A loopback port that is free, and whose cluster bus port (+10000) is free too.
+pub fn free_port() -> u16 {
+    if NEXT_PORT.load(Ordering::Relaxed) == 0 {
+        let base = 15000 + (std::process::id() % 300) as u16 * 50;
+        let _ = NEXT_PORT.compare_exchange(0, base, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    loop {
+        let mut port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        if port >= 30000 {
+            NEXT_PORT.store(15000, Ordering::Relaxed);
+            port = 15000;
+        }
+        let both_free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok();
+        if both_free {
+            return port;
+        }
+    }
+}
+
+/// One `redis-server` process.
+pub struct Node {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its cluster node id (empty for standalone servers).
+    pub id: String,
+    child: Child,
+}
+
+impl Node {
+    /// `127.0.0.1:port`
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A plain connection to this node.
+    pub fn conn(&self) -> redis::Connection {
+        connect(&self.addr())
+    }
+
+    /// Runs a command on this node and returns its reply.
+    pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{:?} on {}: {e}", args, self.addr()))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server(dir: &std::path::Path, port: u16, cluster: bool) -> Node {
+    let bin = redis_server_binary();
+    let node_dir = dir.join(port.to_string());
+    std::fs::create_dir_all(&node_dir).expect("node dir");
+    let mut args: Vec<String> = vec![
+        "--port".into(),
+        port.to_string(),
+        "--bind".into(),
+        "127.0.0.1".into(),
+        "--dir".into(),
+        node_dir.display().to_string(),
+        "--save".into(),
+        "".into(),
+        "--appendonly".into(),
+        "no".into(),
+        "--enable-debug-command".into(),
+        "local".into(),
+        "--logfile".into(),
+        node_dir.join("redis.log").display().to_string(),
+    ];
+    if cluster {
+        args.extend(
+            [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]
+            .map(String::from),
+        );
+    }
+    let child = Command::new(bin)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let mut node = Node {
+        port,
+        id: String::new(),
+        child,
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "redis-server to answer PING",
+        || {
+            redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        },
+    );
+    if cluster {
+        node.id = node.cmd(&["CLUSTER", "MYID"]);
+    }
+    node
+}
+
+/// A standalone (non-cluster) Redis, the reference a proxy must behave like.
+pub struct Standalone {
+    /// The server.
+    pub node: Node,
+    _dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    /// Starts one standalone redis-server.
+    pub fn start() -> Standalone {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = spawn_server(dir.path(), free_port(), false);
+        Standalone { node, _dir: dir }
+    }
+}
+
+/// A Redis Cluster of real processes.
+pub struct Cluster {
+    /// Masters owning slots, then spare masters without slots.
+    pub nodes: Vec<Node>,
+    masters: usize,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `masters` masters sharing the slots evenly, plus `spares` empty masters.
+    pub fn start(masters: usize, spares: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes: Vec<Node> = (0..masters + spares)
+            .map(|_| spawn_server(dir.path(), free_port(), true))
+            .collect();
+        for (i, node) in nodes.iter().take(masters).enumerate() {
+            let start = (SLOTS as usize * i / masters).to_string();
+            let end = (SLOTS as usize * (i + 1) / masters - 1).to_string();
+            let _: () = node.cmd(&["CLUSTER", "ADDSLOTSRANGE", &start, &end]);
+        }
+        for node in &nodes[1..] {
+            let _: () = nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
+        }
+        let cluster = Cluster {
+            nodes,
+            masters,
+            _dir: dir,
+        };
+        cluster.wait_consistent();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok`, knows every node, and agrees on the
+    /// owner of every slot.
+    pub fn wait_consistent(&self) {
+        wait_until(
+            Duration::from_secs(30),
+            "the cluster to become consistent",
+            || {
+                let views: Vec<Option<Vec<(i64, i64, u16)>>> = self
+                    .nodes
+                    .iter()
+                    .map(|n| node_view(n, self.nodes.len()))
+                    .collect();
+                views.iter().all(|v| v.is_some()) && views.windows(2).all(|w| w[0] == w[1])
+            },
+        );
+    }
+
+    /// Seed list for the proxy.
+    pub fn seeds(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .take(self.masters)
+            .map(|n| n.addr())
+            .collect()
+    }
+
+    /// The node owning `slot`, from that node's own view.
+    pub fn owner_of(&self, slot: u16) -> &Node {
+        let owner_port: u16 = {
+            let slots: Vec<(i64, i64, String, u16)> = slot_ranges(&self.nodes[0]);
+            slots
+                .iter()
+                .find(|(s, e, _, _)| *s <= slot as i64 && slot as i64 <= *e)
+                .map(|(_, _, _, p)| *p)
+                .expect("slot is assigned")
+        };
+        self.nodes
+            .iter()
+            .find(|n| n.port == owner_port)
+            .expect("owner is ours")
+    }
+
+    /// Some master other than `node`.
+    pub fn other_than(&self, node: &Node) -> &Node {
+        self.nodes
+            .iter()
+            .take(self.masters)
+            .find(|n| n.port != node.port)
+            .expect("another master")
+    }
+
+    /// Starts moving `slot` from its owner to `target`: IMPORTING on the target, MIGRATING
+    /// on the source, issued directly to the nodes behind the proxy's back.
+    pub fn begin_migration(&self, slot: u16, source: &Node, target: &Node) {
+        let s = slot.to_string();
+        let _: () = target.cmd(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &source.id]);
+        let _: () = source.cmd(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &target.id]);
+    }
+
+    /// MIGRATEs the given keys of a migrating slot from `source` to `target`.
+    pub fn migrate_keys(&self, source: &Node, target: &Node, keys: &[String]) {
+        let port = target.port.to_string();
+        let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+        args.extend(keys.iter().map(|k| k.as_str()));
+        let _: String = source.cmd(&args);
+    }
+
+    /// Finishes a migration: every remaining key moved, then SETSLOT NODE on target, source
+    /// and everyone else.
+    pub fn finish_migration(&self, slot: u16, source: &Node, target: &Node) {
+        let s = slot.to_string();
+        loop {
+            let keys: Vec<String> = source.cmd(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            self.migrate_keys(source, target, &keys);
+        }
+        let _: () = target.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &target.id]);
+        let _: () = source.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &target.id]);
+        for node in self
+            .nodes
+            .iter()
+            .filter(|n| n.port != source.port && n.port != target.port)
+        {
+            let _: () = node.cmd(&["CLUSTER", "SETSLOT", &s, "NODE", &target.id]);
+        }
+        self.wait_consistent();
+    }
+}
+
+fn slot_ranges(node: &Node) -> Vec<(i64, i64, String, u16)> {
+    let value: redis::Value = node.cmd(&["CLUSTER", "SLOTS"]);
+    let mut out = Vec::new();
+    if let redis::Value::Array(ranges) = value {
+        for range in ranges {
+            if let redis::Value::Array(fields) = range {
+                let int = |v: &redis::Value| match v {
+                    redis::Value::Int(i) => *i,
+                    _ => -1,
+                };
+                if let (Some(s), Some(e), Some(redis::Value::Array(master))) =
+                    (fields.first(), fields.get(1), fields.get(2))
+                {
+                    let host = match master.first() {
+                        Some(redis::Value::BulkString(h)) => {
+                            String::from_utf8_lossy(h).into_owned()
+                        }
+                        _ => String::new(),
+                    };
+                    let port = master.get(1).map(int).unwrap_or(0) as u16;
+                    out.push((int(s), int(e), host, port));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn node_view(node: &Node, expected_nodes: usize) -> Option<Vec<(i64, i64, u16)>> {
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut node.conn())
+        .ok()?;
+    let ok = info.contains("cluster_state:ok")
+        && info.contains(&format!("cluster_known_nodes:{expected_nodes}"));
+    if !ok {
+        return None;
+    }
+    Some(
+        slot_ranges(node)
+            .into_iter()
+            .map(|(s, e, _, p)| (s, e, p))
+            .collect(),
+    )
+}
+
+/// Polls `check` every 50 ms until it holds, or panics naming `what`.
+pub fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A plain (non-cluster) connection.
+pub fn connect(addr: &str) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    con.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    con
+}
+
+/// A slotproxy running in this process on its own runtime.
+pub struct TestProxy {
+    /// Client address.
+    pub addr: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestProxy {
+    /// Starts a proxy in front of `cluster` with default settings.
+    pub fn start(cluster: &Cluster) -> TestProxy {
+        Self::start_with(cluster, |_| {})
+    }
+
+    /// Starts a proxy after letting `tweak` change the config.
+    pub fn start_with(
+        cluster: &Cluster,
+        tweak: impl FnOnce(&mut slotproxy::config::Config),
+    ) -> TestProxy {
+        let mut config = slotproxy::config::Config::default();
+        config.proxy.listen = "127.0.0.1:0".into();
+        config.admin.listen = "127.0.0.1:0".into();
+        config.cluster.seeds = cluster.seeds();
+        // Long enough that tests see MOVED before any periodic refresh fixes the map.
+        config.cluster.refresh_interval_ms = 60_000;
+        tweak(&mut config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let proxy = slotproxy::start(config).await.expect("proxy starts");
+                assert!(
+                    proxy.wait_ready(Duration::from_secs(20)).await,
+                    "proxy loaded no slot map"
+                );
+                ready_tx
+                    .send((proxy.client_addr, proxy.admin_addr))
+                    .expect("report addr");
+                let _ = stop_rx.await;
+                proxy.shutdown().await;
+            });
+        });
+        let (addr, admin) = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("proxy ready");
+        TestProxy {
+            addr,
+            admin,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// A new client connection to the proxy.
+    pub fn conn(&self) -> redis::Connection {
+        connect(&self.addr.to_string())
+    }
+
+    /// GET on the admin listener; returns (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path)
+    }
+
+    /// The value of one metric sample line from `/metrics` (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, body) = self.admin_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 GET.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends raw bytes and reads until the server closes or `timeout` passes.
+pub fn raw_exchange(addr: SocketAddr, input: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    stream.write_all(input).expect("write");
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Keys `prefix:0..n` that all hash to one slot (hash tag), and that slot.
+pub fn keys_in_one_slot(tag: &str, n: usize) -> (u16, Vec<String>) {
+    let slot = slotproxy::cluster::key_slot(tag.as_bytes());
+    (slot, (0..n).map(|i| format!("{{{tag}}}:{i}")).collect())
+}
