@@ -165,6 +165,7 @@ impl Standalone {
 
 /// A Redis Cluster of real processes.
 pub struct Cluster {
+    dir_path: std::path::PathBuf,
     /// Masters owning slots, then spare masters without slots.
     pub nodes: Vec<Node>,
     masters: usize,
@@ -187,6 +188,7 @@ impl Cluster {
             let _: () = nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
         }
         let cluster = Cluster {
+            dir_path: dir.path().to_path_buf(),
             nodes,
             masters,
             _dir: dir,
@@ -210,6 +212,20 @@ impl Cluster {
                 views.iter().all(|v| v.is_some()) && views.windows(2).all(|w| w[0] == w[1])
             },
         );
+    }
+
+    /// Kills node `index` (SIGKILL); it keeps its port and its nodes.conf for [`Cluster::restart`].
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.nodes[index].child.kill();
+        let _ = self.nodes[index].child.wait();
+    }
+
+    /// Starts node `index` again on the same port and directory (same id and slots, no data).
+    pub fn restart(&mut self, index: usize) {
+        let port = self.nodes[index].port;
+        let node = spawn_server(&self.dir_path, port, true);
+        self.nodes[index] = node;
+        self.wait_consistent();
     }
 
     /// Seed list for the proxy.

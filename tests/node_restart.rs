@@ -1,0 +1,73 @@
+//! A master that dies and comes back: errors only for its slots while it is down, and the
+//! proxy reconnects by itself.
+
+mod common;
+use common::{Cluster, TestProxy};
+use std::time::Duration;
+
+/// A key whose slot belongs to the node at `port`.
+fn key_on(cluster: &Cluster, port: u16, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| {
+            cluster
+                .owner_of(slotproxy::cluster::key_slot(k.as_bytes()))
+                .port
+                == port
+        })
+        .expect("some key maps to every node")
+}
+
+#[test]
+fn proxy_recovers_by_itself_when_a_master_restarts() {
+    let mut cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut con = proxy.conn();
+    let down_port = cluster.nodes[0].port;
+    let on_down = key_on(&cluster, down_port, "down");
+    let on_up = key_on(&cluster, cluster.nodes[1].port, "up");
+    for k in [&on_down, &on_up] {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .query(&mut con)
+            .expect("SET");
+    }
+
+    cluster.kill(0);
+    let err = redis::cmd("GET")
+        .arg(&on_down)
+        .query::<Option<String>>(&mut con)
+        .expect_err("node is down");
+    let message = err.to_string();
+    assert!(
+        message.contains(&format!("127.0.0.1:{down_port}")),
+        "error names the node: {message}"
+    );
+    let up: String = redis::cmd("GET")
+        .arg(&on_up)
+        .query(&mut con)
+        .expect("other nodes unaffected");
+    assert_eq!(up, "v");
+
+    cluster.restart(0);
+    common::wait_until(
+        Duration::from_secs(15),
+        "the proxy to reach the restarted node",
+        || {
+            redis::cmd("SET")
+                .arg(&on_down)
+                .arg("again")
+                .query::<()>(&mut con)
+                .is_ok()
+        },
+    );
+    let back: String = redis::cmd("GET")
+        .arg(&on_down)
+        .query(&mut con)
+        .expect("GET after restart");
+    assert_eq!(back, "again");
+    let reconnects =
+        format!("slotproxy_upstream_reconnects_total{{node=\"127.0.0.1:{down_port}\"}}");
+    assert!(proxy.metric(&reconnects) >= 1.0, "{reconnects}");
+}
