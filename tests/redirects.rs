@@ -36,6 +36,11 @@ fn moved_is_hidden_when_a_slot_moved() {
     for k in &keys {
         assert_eq!(get(&mut con, k), Some(format!("v-{k}")));
     }
+    // Only the first GET met MOVED: the proxy patched its map from it at once.
+    assert_eq!(
+        proxy.metric("slotproxy_redirects_total{kind=\"moved\"}"),
+        1.0
+    );
     set(&mut con, "{moving}:new", "fresh");
     assert_eq!(get(&mut con, "{moving}:new"), Some("fresh".into()));
     let values: Vec<String> = redis::cmd("MGET").arg(&keys).query(&mut con).expect("MGET");

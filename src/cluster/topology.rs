@@ -86,6 +86,8 @@ impl RefreshCause {
 pub struct Topology {
     current: ArcSwapOption<Snapshot>,
     pools: Mutex<HashMap<String, Arc<NodePool>>>,
+    /// Serializes installs, so a MOVED patch never overwrites a newer reload.
+    install_lock: Mutex<()>,
     refresh_wanted: Notify,
     next_epoch: AtomicU64,
     seeds: Vec<String>,
@@ -105,6 +107,7 @@ impl Topology {
         Arc::new(Topology {
             current: ArcSwapOption::empty(),
             pools: Mutex::new(HashMap::new()),
+            install_lock: Mutex::new(()),
             refresh_wanted: Notify::new(),
             next_epoch: AtomicU64::new(1),
             seeds: config.seeds.clone(),
@@ -198,8 +201,42 @@ impl Topology {
         Ok(())
     }
 
+    /// Records what a `MOVED` said: `slot` now belongs to `addr`. The map is patched at once,
+    /// so the commands that follow go straight to the new owner instead of each meeting
+    /// `MOVED` until the full reload (also requested here) lands.
+    pub fn note_moved(&self, slot: u16, addr: &str) {
+        self.request_refresh();
+        let addr = normalize_addr(addr);
+        let Some(current) = self.snapshot() else {
+            return;
+        };
+        let owner = current
+            .map
+            .owner(slot)
+            .map(|i| current.map.nodes[i].addr.as_str());
+        if owner == Some(addr.as_str()) {
+            return;
+        }
+        let map = current.map.with_owner(slot, &addr);
+        let commands = current.commands.clone();
+        let version = current.server_version.clone();
+        // Only patch the snapshot the MOVED was judged against; a newer reload wins.
+        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .snapshot()
+            .is_some_and(|now| Arc::ptr_eq(&now, &current))
+        {
+            self.install_locked(map, commands, version);
+        }
+    }
+
     /// Makes `map` current (a new epoch), keeping pools of nodes that stay.
     pub fn install(&self, map: SlotMap, commands: Arc<CommandTable>, server_version: Arc<str>) {
+        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.install_locked(map, commands, server_version);
+    }
+
+    fn install_locked(&self, map: SlotMap, commands: Arc<CommandTable>, server_version: Arc<str>) {
         let pools: Vec<Arc<NodePool>> = map.nodes.iter().map(|n| self.pool_for(&n.addr)).collect();
         {
             let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,8 +249,6 @@ impl Topology {
             covered = map.covered(),
             "slot map updated"
         );
-        self.metrics.slot_map_epoch.set(epoch as i64);
-        self.metrics.mark_refreshed(now_secs());
         let serving = map.serving_nodes();
         self.current.store(Some(Arc::new(Snapshot {
             epoch,
@@ -223,6 +258,9 @@ impl Topology {
             commands,
             server_version,
         })));
+        // After the store: whoever sees the new epoch in /metrics also sees the new map.
+        self.metrics.slot_map_epoch.set(epoch as i64);
+        self.metrics.mark_refreshed(now_secs());
     }
 
     /// Refreshes periodically and on request until `shutdown`.

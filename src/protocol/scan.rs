@@ -128,7 +128,7 @@ pub enum Redirect<'a> {
     /// A normal reply for the client.
     None,
     /// `-MOVED <slot> <addr>`: the slot lives elsewhere for good.
-    Moved(&'a str),
+    Moved(u16, &'a str),
     /// `-ASK <slot> <addr>`: this one command must be asked of another node.
     Ask(&'a str),
     /// `-TRYAGAIN …`: a multi-key command hit a slot in mid-migration.
@@ -146,9 +146,17 @@ pub fn classify<'a>(raw: &'a [u8]) -> Redirect<'a> {
     fn addr(rest: &[u8]) -> Option<&str> {
         std::str::from_utf8(rest).ok()?.split(' ').nth(1)
     }
+    fn slot(rest: &[u8]) -> Option<u16> {
+        std::str::from_utf8(rest)
+            .ok()?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    }
     if let Some(rest) = line.strip_prefix(b"MOVED ") {
-        if let Some(a) = addr(rest) {
-            return Redirect::Moved(a);
+        if let (Some(s), Some(a)) = (slot(rest), addr(rest)) {
+            return Redirect::Moved(s, a);
         }
     } else if let Some(rest) = line.strip_prefix(b"ASK ") {
         if let Some(a) = addr(rest) {
@@ -206,7 +214,7 @@ mod tests {
     fn redirects() {
         assert_eq!(
             classify(b"-MOVED 3999 127.0.0.1:6381\r\n"),
-            Redirect::Moved("127.0.0.1:6381")
+            Redirect::Moved(3999, "127.0.0.1:6381")
         );
         assert_eq!(
             classify(b"-ASK 3999 ::1:6381\r\n"),

@@ -138,13 +138,13 @@ impl Router {
             };
             match scan::classify(&reply) {
                 scan::Redirect::None => return reply,
-                scan::Redirect::Moved(addr) => {
+                scan::Redirect::Moved(slot, addr) => {
                     self.metrics.redirects.with_label_values(&["moved"]).inc();
                     redirects += 1;
                     if redirects > self.max_redirects {
                         return too_many(&reply);
                     }
-                    self.topology.request_refresh();
+                    self.topology.note_moved(slot, addr);
                     node = Some(self.topology.pool_for(addr));
                     asking = false;
                 }
