@@ -24,6 +24,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// How to reach and talk to the Redis Cluster behind the proxy.
     pub cluster: ClusterSection,
+    /// `[migration]`
+    pub migration: MigrationSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -74,12 +76,50 @@ impl Default for ProxySection {
 pub struct AdminSection {
     /// Address of the HTTP admin and metrics listener.
     pub listen: String,
+    /// Bearer token required by mutating routes (`POST …`); empty: no token. Required when
+    /// `listen` is not a loopback address.
+    pub token: String,
 }
 
 impl Default for AdminSection {
     fn default() -> Self {
         AdminSection {
             listen: "127.0.0.1:9180".into(),
+            token: String::new(),
+        }
+    }
+}
+
+/// `[migration]`: how the proxy moves slots between masters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MigrationSection {
+    /// Directory for the migration journal (crash recovery).
+    pub data_dir: PathBuf,
+    /// Keys per `MIGRATE … KEYS` batch.
+    pub batch_keys: usize,
+    /// Slots moved at the same time (from different sources where possible).
+    pub parallel_slots: usize,
+    /// Cap on keys migrated per second over all running jobs; 0: no cap.
+    pub max_keys_per_second: u64,
+    /// Timeout passed to `MIGRATE` (milliseconds of I/O inactivity between the two nodes).
+    pub migrate_timeout_ms: u64,
+    /// Lifetime of the migration lease in the cluster; renewed at a third of it.
+    pub lease_ttl_ms: u64,
+    /// Finished jobs kept for `GET /migrations`.
+    pub history: usize,
+}
+
+impl Default for MigrationSection {
+    fn default() -> Self {
+        MigrationSection {
+            data_dir: PathBuf::from("./data"),
+            batch_keys: 100,
+            parallel_slots: 4,
+            max_keys_per_second: 0,
+            migrate_timeout_ms: 5000,
+            lease_ttl_ms: 15_000,
+            history: 100,
         }
     }
 }
@@ -310,6 +350,35 @@ impl Config {
                 "proxy.max_request_bytes",
                 "must be at least proxy.max_inline_bytes".into(),
             ));
+        }
+        if !self.admin.token.is_empty() && self.admin.token.chars().any(|c| c.is_whitespace()) {
+            return Err(("admin.token", "must not contain whitespace".into()));
+        }
+        let admin_ip = parse_addr(&self.admin.listen).map(|a| a.ip());
+        if self.admin.token.is_empty() && admin_ip.is_ok_and(|ip| !ip.is_loopback()) {
+            return Err((
+                "admin.token",
+                "a token is required when admin.listen is not a loopback address".into(),
+            ));
+        }
+        let m = &self.migration;
+        if m.batch_keys == 0 || m.batch_keys > 10_000 {
+            return Err(("migration.batch_keys", "must be 1..=10000".into()));
+        }
+        if m.parallel_slots == 0 || m.parallel_slots > 64 {
+            return Err(("migration.parallel_slots", "must be 1..=64".into()));
+        }
+        if m.lease_ttl_ms < 1000 {
+            return Err(("migration.lease_ttl_ms", "must be at least 1000".into()));
+        }
+        if m.migrate_timeout_ms == 0 {
+            return Err((
+                "migration.migrate_timeout_ms",
+                "must be greater than 0".into(),
+            ));
+        }
+        if m.data_dir.as_os_str().is_empty() {
+            return Err(("migration.data_dir", "must name a directory".into()));
         }
         let positive: [(&'static str, u64); 7] = [
             ("proxy.max_clients", p.max_clients as u64),

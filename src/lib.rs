@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod migration;
 pub mod protocol;
 pub mod proxy;
 pub mod upstream;
@@ -58,6 +59,9 @@ pub struct Proxy {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The migration journal directory is unusable.
+    #[error("migration.data_dir: {0}")]
+    DataDir(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -86,12 +90,14 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
 
     let metrics = Arc::new(metrics::Metrics::new());
     let settings = Arc::new(upstream::Settings::from_config(&config.cluster));
-    let topology = cluster::Topology::new(&config.cluster, settings, metrics.clone());
+    let topology = cluster::Topology::new(&config.cluster, settings.clone(), metrics.clone());
+    let settings_for_migrations = settings;
     let router = Arc::new(proxy::router::Router::new(
         topology.clone(),
         metrics.clone(),
         &config.cluster,
     ));
+    let router_for_lease = router.clone();
     let shared = Arc::new(proxy::Shared {
         router,
         metrics: metrics.clone(),
@@ -112,9 +118,19 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         shutdown.clone(),
         sessions.clone(),
     ));
+    let migrations = start_migrations(
+        &config,
+        settings_for_migrations,
+        topology.clone(),
+        router_for_lease,
+        admin_addr,
+    )?;
+    tokio::spawn(migration::recovery::recover(migrations.clone()));
     let admin_state = admin::AdminState {
         topology: topology.clone(),
         metrics,
+        migrations: migrations.clone(),
+        token: config.admin.token.as_str().into(),
     };
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
     tracing::info!(%client_addr, %admin_addr, "slotproxy listening");
@@ -126,6 +142,40 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         sessions,
         grace: Duration::from_millis(config.proxy.shutdown_grace_ms),
     })
+}
+
+/// Builds the migration service: journal, lease, throttle, per-slot settings.
+fn start_migrations(
+    config: &Config,
+    settings: Arc<upstream::Settings>,
+    topology: Arc<cluster::Topology>,
+    router: Arc<proxy::router::Router>,
+    admin_addr: SocketAddr,
+) -> Result<Arc<migration::service::Migrations>, StartError> {
+    let m = &config.migration;
+    let journal = migration::journal::Journal::open(&m.data_dir).map_err(StartError::DataDir)?;
+    let holder = migration::journal::holder_id(&m.data_dir, &admin_addr.to_string())
+        .map_err(StartError::DataDir)?;
+    let lease = Arc::new(migration::lease::Lease::new(
+        router,
+        holder,
+        Duration::from_millis(m.lease_ttl_ms),
+    ));
+    let ctx = Arc::new(migration::executor::MoveContext {
+        settings,
+        topology,
+        batch_keys: m.batch_keys,
+        migrate_timeout: Duration::from_millis(m.migrate_timeout_ms),
+        call_timeout: config.cluster.request_timeout().max(Duration::from_secs(1)),
+        throttle: Arc::new(migration::throttle::Throttle::new(m.max_keys_per_second)),
+    });
+    Ok(migration::service::Migrations::new(
+        ctx,
+        lease,
+        journal,
+        m.parallel_slots,
+        m.history,
+    ))
 }
 
 impl Proxy {

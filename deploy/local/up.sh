@@ -91,6 +91,8 @@ start_proxy() {
     kill -TERM "$(cat "$pidfile")" || true
     for _ in $(seq 100); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
   fi
+  # The migration journal goes to ./data, i.e. $RUN/data.
+  cd "$RUN"
   nohup "$ROOT/target/release/slotproxy" --config "$ROOT/config/local.toml" \
     >"$RUN/slotproxy.log" 2>&1 &
   echo $! >"$pidfile"

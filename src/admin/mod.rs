@@ -1,18 +1,30 @@
-//! The HTTP admin listener (hyper).
+//! The HTTP admin listener (hyper, JSON in and out).
 //!
 //! Endpoints:
 //! - `GET /healthz` — 200 while the process runs.
 //! - `GET /readyz` — 200 once a slot map is loaded, 503 before.
 //! - `GET /metrics` — Prometheus text format.
+//! - `GET /cluster` — masters, slot ranges, map epoch, lease holder, recovery notes.
+//! - `GET /migrations`, `GET /migrations/{id}` — jobs and their progress.
+//! - `POST /migrations` — move explicit slots from one master to another.
+//! - `POST /rebalance` — plan (`dry_run`) or run a rebalance.
+//! - `POST /migrations/{id}/pause|resume|cancel`.
+//! - `POST /nodes` — `CLUSTER MEET` a new empty master.
+//! - `POST /nodes/{id}/drain` — move every slot of a master to the others.
 //!
-//! Anything else is a JSON 404. Migration and cluster routes arrive with the migration engine.
+//! `POST` routes require `Authorization: Bearer <admin.token>` when a token is configured.
+//! Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
+
+mod cluster_routes;
+mod http;
+mod migration_routes;
 
 use crate::cluster::Topology;
 use crate::metrics::Metrics;
-use bytes::Bytes;
-use http_body_util::Full;
+use crate::migration::service::{ApiError, Migrations};
+use http::{api_error, error, read_json, text, Reply};
 use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +38,10 @@ pub struct AdminState {
     pub topology: Arc<Topology>,
     /// Metrics to render.
     pub metrics: Arc<Metrics>,
+    /// Slot migrations.
+    pub migrations: Arc<Migrations>,
+    /// Bearer token for mutating routes (empty: none).
+    pub token: Arc<str>,
 }
 
 /// Serves admin requests until `shutdown`.
@@ -46,7 +62,7 @@ pub async fn run(listener: TcpListener, state: AdminState, shutdown: Cancellatio
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
+                async move { Ok::<_, Infallible>(handle(&state, req).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -59,59 +75,83 @@ pub async fn run(listener: TcpListener, state: AdminState, shutdown: Cancellatio
     }
 }
 
-fn handle(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/readyz") => match state.topology.snapshot() {
+async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let parts: Vec<&str> = path.split('/').skip(1).collect();
+    if method == Method::POST && !authorized(state, &req) {
+        let mut reply = error(
+            StatusCode::UNAUTHORIZED,
+            "this route needs the header `Authorization: Bearer <admin.token>`",
+        );
+        reply.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+        return reply;
+    }
+    let result: Result<Reply, ApiError> = match (&method, parts.as_slice()) {
+        (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n".into())),
+        (&Method::GET, ["readyz"]) => Ok(match state.topology.snapshot() {
             Some(s) => text(StatusCode::OK, format!("ready: epoch {}\n", s.epoch)),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no slot map loaded yet\n".into(),
             ),
-        },
-        (&Method::GET, "/metrics") => {
+        }),
+        (&Method::GET, ["metrics"]) => {
             let mut response = text(StatusCode::OK, state.metrics.render());
-            if let Ok(v) = "text/plain; version=0.0.4".parse() {
-                response
-                    .headers_mut()
-                    .insert(hyper::header::CONTENT_TYPE, v);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(response)
+        }
+        (&Method::GET, ["cluster"]) => Ok(cluster_routes::cluster(state)),
+        (&Method::GET, ["migrations"]) => Ok(migration_routes::list(state)),
+        (&Method::GET, ["migrations", id]) => migration_routes::get(state, id),
+        (&Method::POST, ["migrations"]) => match read_json(req).await {
+            Ok(body) => migration_routes::create(state, body).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["rebalance"]) => match read_json(req).await {
+            Ok(body) => migration_routes::rebalance(state, body).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["migrations", id, action]) => {
+            let (id, action) = (id.to_string(), action.to_string());
+            migration_routes::action(state, &id, &action).await
+        }
+        (&Method::POST, ["nodes"]) => match read_json(req).await {
+            Ok(body) => cluster_routes::add_node(state, body).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["nodes", id, "drain"]) => {
+            let id = id.to_string();
+            match read_json(req).await {
+                Ok(body) => cluster_routes::drain(state, &id, body).await,
+                Err(e) => Err(e),
             }
-            response
         }
-        (_, path) => json_error(
-            StatusCode::NOT_FOUND,
-            &format!("no route for {} {path}", req.method()),
-        ),
-    }
+        (_, _) => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+    };
+    result.unwrap_or_else(|e| api_error(&e))
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+/// True when no token is configured or the request carries it.
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    if state.token.is_empty() {
+        return true;
+    }
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.trim().as_bytes(), state.token.as_bytes())
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = format!("{{\"error\":{}}}\n", json_string(message));
-    let mut response = text(status, body);
-    if let Ok(v) = "application/json".parse() {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, v);
-    }
-    response
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

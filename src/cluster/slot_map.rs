@@ -55,6 +55,13 @@ impl SlotMap {
         }
     }
 
+    /// The slots owned by `nodes[index]`, ascending.
+    pub fn slots_of(&self, index: usize) -> Vec<u16> {
+        (0..SLOT_COUNT as u16)
+            .filter(|&s| self.owner(s) == Some(index))
+            .collect()
+    }
+
     /// How many slots have an owner.
     pub fn covered(&self) -> usize {
         self.owners.iter().filter(|&&o| o != UNASSIGNED).count()

@@ -69,6 +69,8 @@ pub enum RefreshCause {
     Periodic,
     /// A MOVED or CLUSTERDOWN reply, or a lost connection.
     Redirect,
+    /// The admin API or the migration engine needs a fresh view.
+    Admin,
 }
 
 impl RefreshCause {
@@ -77,6 +79,7 @@ impl RefreshCause {
             RefreshCause::Startup => "startup",
             RefreshCause::Periodic => "periodic",
             RefreshCause::Redirect => "redirect",
+            RefreshCause::Admin => "admin",
         }
     }
 }
@@ -206,6 +209,12 @@ impl Topology {
     /// `MOVED` until the full reload (also requested here) lands.
     pub fn note_moved(&self, slot: u16, addr: &str) {
         self.request_refresh();
+        self.set_owner(slot, addr);
+    }
+
+    /// Makes `addr` the owner of `slot` in the current map at once (the migration engine
+    /// calls this right after it hands a slot over).
+    pub fn set_owner(&self, slot: u16, addr: &str) {
         let addr = normalize_addr(addr);
         let Some(current) = self.snapshot() else {
             return;

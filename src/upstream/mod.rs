@@ -6,6 +6,7 @@
 //! path for rare control queries (slot map, command table).
 
 pub mod connection;
+pub mod control;
 pub mod oneshot;
 pub mod pool;
 

@@ -380,6 +380,7 @@ pub struct TestProxy {
     pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    _data_dir: tempfile::TempDir,
 }
 
 impl TestProxy {
@@ -399,6 +400,9 @@ impl TestProxy {
         config.cluster.seeds = cluster.seeds();
         // Long enough that tests see MOVED before any periodic refresh fixes the map.
         config.cluster.refresh_interval_ms = 60_000;
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        config.migration.data_dir = data_dir.path().to_path_buf();
+        config.migration.lease_ttl_ms = 3000;
         tweak(&mut config);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -429,12 +433,28 @@ impl TestProxy {
             admin,
             stop: Some(stop_tx),
             thread: Some(thread),
+            _data_dir: data_dir,
         }
     }
 
     /// A new client connection to the proxy.
     pub fn conn(&self) -> redis::Connection {
         connect(&self.addr.to_string())
+    }
+
+    /// POST with a JSON body on the admin listener; returns (status, parsed body).
+    pub fn admin_post(&self, path: &str, body: &str) -> (u16, serde_json::Value) {
+        http_request(self.admin, "POST", path, body, None)
+    }
+
+    /// GET on the admin listener, parsed as JSON.
+    pub fn admin_json(&self, path: &str) -> (u16, serde_json::Value) {
+        http_request(self.admin, "GET", path, "", None)
+    }
+
+    /// Polls a job until it stops running; returns its last state.
+    pub fn wait_job(&self, id: &str, timeout: Duration) -> serde_json::Value {
+        wait_job(self.admin, id, timeout)
     }
 
     /// GET on the admin listener; returns (status, body).
@@ -511,4 +531,123 @@ pub fn raw_exchange(addr: SocketAddr, input: &[u8], timeout: Duration) -> Vec<u8
 pub fn keys_in_one_slot(tag: &str, n: usize) -> (u16, Vec<String>) {
     let slot = slotproxy::cluster::key_slot(tag.as_bytes());
     (slot, (0..n).map(|i| format!("{{{tag}}}:{i}")).collect())
+}
+
+/// A minimal HTTP/1.1 request with an optional bearer token; the body is parsed as JSON
+/// (`Null` when it is not JSON).
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Polls `GET /migrations/{id}` until the job is no longer pending/running.
+pub fn wait_job(admin: SocketAddr, id: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (status, job) = http_request(admin, "GET", &format!("/migrations/{id}"), "", None);
+        let state = job["state"].as_str().unwrap_or("").to_string();
+        if status == 200 && !matches!(state.as_str(), "pending" | "running") {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} still {state} after {timeout:?}: {job}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Cluster {
+    /// Slots with a MIGRATING/IMPORTING marker on any node (from each node's own view).
+    pub fn open_slots(&self) -> Vec<String> {
+        let mut open = Vec::new();
+        for node in &self.nodes {
+            let text: String = node.cmd(&["CLUSTER", "NODES"]);
+            for line in text.lines().filter(|l| l.contains("myself")) {
+                open.extend(
+                    line.split_whitespace()
+                        .filter(|w| w.starts_with('['))
+                        .map(|w| format!("{}:{w}", node.port)),
+                );
+            }
+        }
+        open
+    }
+
+    /// Slots owned per node (by each node's own claim), in node order.
+    pub fn slot_counts(&self) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let text: String = node.cmd(&["CLUSTER", "NODES"]);
+                let me = text
+                    .lines()
+                    .find(|l| l.contains("myself"))
+                    .unwrap_or("")
+                    .to_string();
+                me.split_whitespace()
+                    .skip(8)
+                    .filter(|w| !w.starts_with('['))
+                    .map(|w| match w.split_once('-') {
+                        Some((a, b)) => {
+                            b.parse::<usize>().unwrap_or(0) - a.parse::<usize>().unwrap_or(0) + 1
+                        }
+                        None => 1,
+                    })
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// Runs `redis-cli --cluster check` and returns (success, output).
+    pub fn redis_cli_check(&self) -> (bool, String) {
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "check", &self.nodes[0].addr()])
+            .output()
+            .expect("run redis-cli --cluster check");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let clean = out.status.success()
+            && text.contains("[OK] All nodes agree about slots configuration.")
+            && text.contains("[OK] All 16384 slots covered.")
+            && !text.contains("[WARNING]")
+            && !text.contains("[ERR]");
+        (clean, text)
+    }
+
+    /// Total keys over all nodes (DBSIZE of each).
+    pub fn total_keys(&self) -> i64 {
+        self.nodes.iter().map(|n| n.cmd::<i64>(&["DBSIZE"])).sum()
+    }
 }

@@ -1,0 +1,423 @@
+//! Moving one slot from a source master to a target master, the way Redis 7.0 wants it.
+//!
+//! 1. target `SETSLOT s IMPORTING <source>` (always first);
+//! 2. source `SETSLOT s MIGRATING <target>`;
+//! 3. `GETKEYSINSLOT` + `MIGRATE … KEYS` until the source is empty (`BUSYKEY` and `IOERR` are
+//!    re-sent with `REPLACE` at once: while the slot is migrating the source's copy is the
+//!    truth, and an `IOERR` may have left a copy on both);
+//! 4. the gate `COUNTKEYSINSLOT == 0` on the source;
+//! 5. `SETSLOT s NODE <target>` on the target, then the source, then every other master;
+//! 6. the proxy's map is patched for the slot.
+//!
+//! Every step may be repeated: a move interrupted anywhere (crash, error) is finished by
+//! running it again, which is what crash recovery does.
+
+use super::throttle::Throttle;
+use crate::cluster::Topology;
+use crate::config::split_host_port;
+use crate::protocol::scan;
+use crate::upstream::control::{error_text, ControlConn};
+use crate::upstream::Settings;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A master taking part in a move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Cluster id.
+    pub id: String,
+    /// `host:port`.
+    pub addr: String,
+}
+
+/// Why a slot move stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveError {
+    /// A node is unreachable, busy, out of memory…: the slot stays open and the move can be
+    /// run again later.
+    Retry(String),
+    /// The move makes no sense any more (the source lost the slot to a third node…).
+    Fatal(String),
+}
+
+impl std::fmt::Display for MoveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MoveError::Retry(m) | MoveError::Fatal(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Settings and shared pieces every move needs.
+#[derive(Debug)]
+pub struct MoveContext {
+    /// How to reach nodes (AUTH included).
+    pub settings: Arc<Settings>,
+    /// The proxy's map, patched after each move.
+    pub topology: Arc<Topology>,
+    /// Keys per `MIGRATE`.
+    pub batch_keys: usize,
+    /// `MIGRATE`'s own timeout.
+    pub migrate_timeout: Duration,
+    /// Timeout for the other control calls.
+    pub call_timeout: Duration,
+    /// Shared keys/s cap.
+    pub throttle: Arc<Throttle>,
+}
+
+/// Control connections of one worker, one per node, reused across slots.
+#[derive(Debug)]
+pub struct Conns {
+    settings: Arc<Settings>,
+    by_addr: HashMap<String, ControlConn>,
+}
+
+impl Conns {
+    /// No connection opened yet.
+    pub fn new(settings: Arc<Settings>) -> Conns {
+        Conns {
+            settings,
+            by_addr: HashMap::new(),
+        }
+    }
+
+    /// The connection to `addr`.
+    pub fn get(&mut self, addr: &str) -> &mut ControlConn {
+        let settings = self.settings.clone();
+        self.by_addr
+            .entry(addr.to_string())
+            .or_insert_with(|| ControlConn::new(addr, settings))
+    }
+}
+
+/// What a MIGRATE batch came back with.
+enum BatchResult {
+    Moved,
+    AllExpired,
+    Busy,
+    IoError(String),
+}
+
+impl MoveContext {
+    /// A control call whose error replies become `Err(text)`; connection failures are
+    /// `MoveError::Retry`.
+    pub async fn call(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        args: &[&[u8]],
+        timeout: Duration,
+    ) -> Result<Result<Bytes, String>, MoveError> {
+        let reply = conns
+            .get(addr)
+            .call(args, timeout)
+            .await
+            .map_err(|e| MoveError::Retry(e.to_string()))?;
+        Ok(match error_text(&reply) {
+            Some(text) => Err(text),
+            None => Ok(reply),
+        })
+    }
+
+    async fn must(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        args: &[&[u8]],
+    ) -> Result<Bytes, MoveError> {
+        match self.call(conns, addr, args, self.call_timeout).await? {
+            Ok(reply) => Ok(reply),
+            Err(text) => Err(classify(&text, addr, args)),
+        }
+    }
+
+    /// Keys of `slot` on `addr`, at most `count`.
+    pub async fn keys_in_slot(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        slot: u16,
+        count: usize,
+    ) -> Result<Vec<Bytes>, MoveError> {
+        let (s, n) = (slot.to_string(), count.to_string());
+        let reply = self
+            .must(
+                conns,
+                addr,
+                &[b"CLUSTER", b"GETKEYSINSLOT", s.as_bytes(), n.as_bytes()],
+            )
+            .await?;
+        let elements = scan::array_elements(&reply)
+            .ok_or_else(|| MoveError::Retry(format!("{addr}: odd GETKEYSINSLOT reply")))?;
+        Ok(elements
+            .iter()
+            .filter_map(|e| scan::string(e).map(Bytes::copy_from_slice))
+            .collect())
+    }
+
+    /// Number of keys of `slot` on `addr`.
+    pub async fn count_in_slot(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        slot: u16,
+    ) -> Result<i64, MoveError> {
+        let s = slot.to_string();
+        let reply = self
+            .must(conns, addr, &[b"CLUSTER", b"COUNTKEYSINSLOT", s.as_bytes()])
+            .await?;
+        scan::integer(&reply)
+            .ok_or_else(|| MoveError::Retry(format!("{addr}: odd COUNTKEYSINSLOT reply")))
+    }
+
+    /// Sends `keys` from `from` to `to` with `MIGRATE … KEYS`.
+    async fn migrate(
+        &self,
+        conns: &mut Conns,
+        from: &str,
+        to: &str,
+        keys: &[Bytes],
+        replace: bool,
+    ) -> Result<BatchResult, MoveError> {
+        let (host, port) = split_host_port(to).map_err(MoveError::Fatal)?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = port.to_string();
+        let timeout = self.migrate_timeout.as_millis().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            b"MIGRATE",
+            host.as_bytes(),
+            port.as_bytes(),
+            b"",
+            b"0",
+            timeout.as_bytes(),
+        ];
+        let s = &self.settings;
+        if !s.password.is_empty() {
+            if s.username.is_empty() {
+                args.extend([b"AUTH".as_slice(), s.password.as_bytes()]);
+            } else {
+                args.extend([
+                    b"AUTH2".as_slice(),
+                    s.username.as_bytes(),
+                    s.password.as_bytes(),
+                ]);
+            }
+        }
+        if replace {
+            args.push(b"REPLACE");
+        }
+        args.push(b"KEYS");
+        args.extend(keys.iter().map(|k| k.as_ref()));
+        self.throttle.take(keys.len()).await;
+        let reply = self
+            .call(conns, from, &args, self.migrate_timeout + self.call_timeout)
+            .await?;
+        match reply {
+            Ok(raw) if scan::string(&raw) == Some(b"NOKEY") => Ok(BatchResult::AllExpired),
+            Ok(_) => Ok(BatchResult::Moved),
+            Err(text) if text.contains("BUSYKEY") => Ok(BatchResult::Busy),
+            Err(text) if text.starts_with("IOERR") || text.contains("IOERR") => {
+                Ok(BatchResult::IoError(text))
+            }
+            Err(text) => Err(classify(&text, from, &[b"MIGRATE"])),
+        }
+    }
+
+    /// Moves every key of `slot` from `from` to `to` (the slot must already be open), and
+    /// returns how many keys went. `on_batch` hears about each batch as it lands.
+    pub async fn drain_slot(
+        &self,
+        conns: &mut Conns,
+        slot: u16,
+        from: &str,
+        to: &str,
+        replace_always: bool,
+        on_batch: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, MoveError> {
+        let mut moved = 0u64;
+        let mut io_errors = 0u32;
+        loop {
+            let keys = self
+                .keys_in_slot(conns, from, slot, self.batch_keys)
+                .await?;
+            if keys.is_empty() {
+                // The gate: giving the slot away while the source has keys deletes them.
+                if self.count_in_slot(conns, from, slot).await? == 0 {
+                    return Ok(moved);
+                }
+                continue;
+            }
+            let mut replace = replace_always;
+            loop {
+                match self.migrate(conns, from, to, &keys, replace).await? {
+                    BatchResult::Moved | BatchResult::AllExpired => break,
+                    BatchResult::Busy => {
+                        tracing::info!(
+                            slot,
+                            from,
+                            to,
+                            "BUSYKEY: re-sending the batch with REPLACE"
+                        );
+                        replace = true;
+                    }
+                    BatchResult::IoError(text) => {
+                        io_errors += 1;
+                        tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE");
+                        if io_errors > 5 {
+                            return Err(MoveError::Retry(format!("MIGRATE {from} → {to}: {text}")));
+                        }
+                        replace = true;
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(io_errors))).await;
+                    }
+                }
+            }
+            moved += keys.len() as u64;
+            on_batch(keys.len() as u64);
+        }
+    }
+
+    /// Runs the whole protocol for one slot; returns the keys moved.
+    pub async fn move_slot(
+        &self,
+        conns: &mut Conns,
+        slot: u16,
+        from: &Endpoint,
+        to: &Endpoint,
+        others: &[Endpoint],
+        on_batch: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, MoveError> {
+        let s = slot.to_string();
+        let s = s.as_bytes();
+        match self
+            .call(
+                conns,
+                &to.addr,
+                &[b"CLUSTER", b"SETSLOT", s, b"IMPORTING", from.id.as_bytes()],
+                self.call_timeout,
+            )
+            .await?
+        {
+            Ok(_) => {}
+            Err(text) if text.contains("already the owner") => {
+                // An earlier run got as far as step 5 on the target: finish the hand-over.
+                self.hand_over(conns, slot, from, to, others).await?;
+                return Ok(0);
+            }
+            Err(text) => return Err(classify(&text, &to.addr, &[b"SETSLOT IMPORTING"])),
+        }
+        match self
+            .call(
+                conns,
+                &from.addr,
+                &[b"CLUSTER", b"SETSLOT", s, b"MIGRATING", to.id.as_bytes()],
+                self.call_timeout,
+            )
+            .await?
+        {
+            Ok(_) => {}
+            Err(text) if text.contains("not the owner") => {
+                // Nothing moved: close the target's side again.
+                let _ = self
+                    .call(
+                        conns,
+                        &to.addr,
+                        &[b"CLUSTER", b"SETSLOT", s, b"STABLE"],
+                        self.call_timeout,
+                    )
+                    .await;
+                return Err(MoveError::Fatal(format!(
+                    "slot {slot}: {} no longer owns it ({text})",
+                    from.addr
+                )));
+            }
+            Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT MIGRATING"])),
+        }
+        let moved = self
+            .drain_slot(conns, slot, &from.addr, &to.addr, false, on_batch)
+            .await?;
+        self.hand_over(conns, slot, from, to, others).await?;
+        Ok(moved)
+    }
+
+    /// Step 5 and 6: `SETSLOT NODE` on the target, the source, then everyone else; then the
+    /// proxy's own map.
+    pub async fn hand_over(
+        &self,
+        conns: &mut Conns,
+        slot: u16,
+        from: &Endpoint,
+        to: &Endpoint,
+        others: &[Endpoint],
+    ) -> Result<(), MoveError> {
+        let s = slot.to_string();
+        let args: [&[u8]; 5] = [
+            b"CLUSTER",
+            b"SETSLOT",
+            s.as_bytes(),
+            b"NODE",
+            to.id.as_bytes(),
+        ];
+        self.must(conns, &to.addr, &args).await?;
+        match self
+            .call(conns, &from.addr, &args, self.call_timeout)
+            .await?
+        {
+            Ok(_) => {}
+            // The source lost its last slot and turned into a replica of the target.
+            Err(text) if text.contains("only with masters") => {}
+            Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT NODE"])),
+        }
+        for other in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
+            // Others also learn it through gossip; a failure here is not worth stopping for.
+            match self
+                .call(conns, &other.addr, &args, self.call_timeout)
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(text)) => {
+                    tracing::debug!(slot, node = %other.addr, error = %text, "SETSLOT NODE on a bystander")
+                }
+                Err(e) => {
+                    tracing::debug!(slot, node = %other.addr, error = %e, "SETSLOT NODE on a bystander")
+                }
+            }
+        }
+        self.topology.set_owner(slot, &to.addr);
+        Ok(())
+    }
+}
+
+/// Error replies that go away by themselves are retried later; the rest are fatal.
+fn classify(text: &str, addr: &str, args: &[&[u8]]) -> MoveError {
+    let what = args
+        .iter()
+        .take(3)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = format!("{addr}: {what}: {text}");
+    let transient = [
+        "OOM",
+        "READONLY",
+        "LOADING",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "MASTERDOWN",
+        "BUSY",
+        "MISCONF",
+        "IOERR",
+    ];
+    if transient
+        .iter()
+        .any(|t| text.starts_with(t) || text.contains(&format!(" {t}")))
+    {
+        MoveError::Retry(message)
+    } else {
+        MoveError::Fatal(message)
+    }
+}

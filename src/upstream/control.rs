@@ -1,0 +1,106 @@
+//! A plain request/reply connection to one node for control work: slot-map loads, and the
+//! `CLUSTER SETSLOT` / `GETKEYSINSLOT` / `MIGRATE` calls of a slot migration.
+//!
+//! Control calls are few and some block the node for a while (`MIGRATE`), so they never
+//! share the multiplexed data-path connections: a slow `MIGRATE` must not queue clients'
+//! replies behind it on the proxy side. A broken or timed-out connection is dropped and
+//! reopened on the next call, so a late reply can never be taken for the answer to a later
+//! request.
+
+use super::Settings;
+use crate::error::UpstreamError;
+use crate::protocol::{request::encode_command, scan::ReplyScanner};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A lazily (re)connected control connection to one node.
+#[derive(Debug)]
+pub struct ControlConn {
+    addr: Arc<str>,
+    settings: Arc<Settings>,
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+}
+
+impl ControlConn {
+    /// A connection to `addr`; nothing is opened until the first call.
+    pub fn new(addr: &str, settings: Arc<Settings>) -> ControlConn {
+        ControlConn {
+            addr: addr.into(),
+            settings,
+            stream: None,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// The node's `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends one command and returns its raw reply (error replies included, as `Ok`).
+    pub async fn call<A: AsRef<[u8]>>(
+        &mut self,
+        args: &[A],
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        let result = tokio::time::timeout(timeout, self.exchange(args)).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(UpstreamError::Timeout {
+                addr: self.addr.clone(),
+                ms: timeout.as_millis() as u64,
+            })
+        });
+        if result.is_err() {
+            // The stream may still carry the reply we gave up on.
+            self.stream = None;
+            self.buf.clear();
+        }
+        result
+    }
+
+    async fn exchange<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Bytes, UpstreamError> {
+        if self.stream.is_none() {
+            self.stream = Some(super::connection::connect(&self.addr, &self.settings).await?);
+        }
+        let addr = self.addr.clone();
+        let lost = |reason: String| UpstreamError::Lost {
+            addr: addr.clone(),
+            reason,
+            maybe_executed: true,
+        };
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(lost("not connected".into()));
+        };
+        stream
+            .write_all(&encode_command(args))
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        let mut scanner = ReplyScanner::default();
+        loop {
+            if let Some(len) = scanner.scan(&self.buf).map_err(|e| lost(e.to_string()))? {
+                return Ok(self.buf.split_to(len).freeze());
+            }
+            if stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(|e| lost(e.to_string()))?
+                == 0
+            {
+                return Err(lost("closed by node".into()));
+            }
+        }
+    }
+}
+
+/// The text of an error reply (`-ERR x` → `ERR x`), or `None` for any other reply.
+pub fn error_text(raw: &[u8]) -> Option<String> {
+    if raw.first() != Some(&b'-') {
+        return None;
+    }
+    let end = crate::protocol::find_crlf(raw).unwrap_or(raw.len());
+    Some(String::from_utf8_lossy(&raw[1..end]).into_owned())
+}
