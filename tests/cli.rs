@@ -56,6 +56,21 @@ fn bad_value_exits_64_naming_file_line_and_field() {
     let (code, stderr, _) = run_with_config("[cluster]\nseeds = [\"no-port\"]\n");
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stderr.contains("cluster.seeds"), "{stderr}");
+
+    // An admin API reachable from the network must have a token.
+    let (code, stderr, path) = run_with_config("[admin]\nlisten = \"0.0.0.0:9180\"\n");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("admin.token") && stderr.contains(&path) && stderr.contains("loopback"),
+        "{stderr}"
+    );
+
+    let (code, stderr, path) = run_with_config("[migration]\nparallel_slots = 0\n");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{path}:2")) && stderr.contains("migration.parallel_slots"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -651,3 +651,52 @@ impl Cluster {
         self.nodes.iter().map(|n| n.cmd::<i64>(&["DBSIZE"])).sum()
     }
 }
+
+impl Cluster {
+    /// Starts a cluster-enabled node that is not part of the cluster (for `POST /nodes`).
+    pub fn spawn_loose_node(&self) -> Node {
+        spawn_server(&self.dir_path, free_port(), true)
+    }
+}
+
+/// Keys (no hash tags) spread over `slots`, `per_slot` in each.
+pub fn keys_for_slots(slots: std::ops::RangeInclusive<u16>, per_slot: usize) -> Vec<String> {
+    let mut counts = std::collections::HashMap::<u16, usize>::new();
+    let mut keys = Vec::new();
+    let want = (slots.end() - slots.start() + 1) as usize * per_slot;
+    let mut n = 0u64;
+    while keys.len() < want && n < 50_000_000 {
+        let key = format!("mk:{n}");
+        let slot = slotproxy::cluster::key_slot(key.as_bytes());
+        if slots.contains(&slot) {
+            let c = counts.entry(slot).or_default();
+            if *c < per_slot {
+                *c += 1;
+                keys.push(key);
+            }
+        }
+        n += 1;
+    }
+    keys
+}
+
+/// Writes `key → "val-" + key` for every key, pipelined.
+pub fn write_keys(con: &mut redis::Connection, keys: &[String]) {
+    for chunk in keys.chunks(500) {
+        let mut pipe = redis::pipe();
+        for k in chunk {
+            pipe.cmd("SET").arg(k).arg(format!("val-{k}")).ignore();
+        }
+        pipe.query::<()>(con).expect("write keys");
+    }
+}
+
+/// Asserts every key reads back as written by [`write_keys`].
+pub fn check_keys(con: &mut redis::Connection, keys: &[String]) {
+    for chunk in keys.chunks(500) {
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(chunk).query(con).expect("MGET");
+        for (k, v) in chunk.iter().zip(values) {
+            assert_eq!(v, Some(format!("val-{k}")), "key {k}");
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! Crash safety of migrations: a proxy killed mid-slot finishes its job after a restart, a
+//! slot left open by hand is repaired at start, and only the lease holder migrates.
+
+mod common;
+use common::{check_keys, free_port, keys_for_slots, write_keys, Cluster, TestProxy};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The real binary with a config file, so it can be SIGKILLed and started again.
+struct ProxyProcess {
+    child: Child,
+    client: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl ProxyProcess {
+    fn start(config: &std::path::Path, client: SocketAddr, admin: SocketAddr) -> ProxyProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slotproxy");
+        let proxy = ProxyProcess {
+            child,
+            client,
+            admin,
+        };
+        common::wait_until(Duration::from_secs(20), "the proxy to be ready", || {
+            std::net::TcpStream::connect(admin).is_ok()
+                && common::http_get(admin, "/readyz").0 == 200
+        });
+        proxy
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn proxy_killed_mid_slot_finishes_the_job_after_restart() {
+    let cluster = Cluster::start(3, 0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = dir.path().join("proxy.toml");
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+    std::fs::write(
+        &config,
+        format!(
+            "[proxy]\nlisten = \"{client}\"\n[admin]\nlisten = \"{admin}\"\n[cluster]\nseeds = [{}]\n\
+             [migration]\ndata_dir = {:?}\nmax_keys_per_second = 300\nbatch_keys = 5\nparallel_slots = 2\nlease_ttl_ms = 3000\n\
+             [log]\nlevel = \"warn\"\n",
+            seeds.join(", "),
+            dir.path().join("data").display().to_string(),
+        ),
+    )
+    .expect("write config");
+    let mut proxy = ProxyProcess::start(&config, client, admin);
+    let mut con = common::connect(&client.to_string());
+    let keys = keys_for_slots(0..=59, 30);
+    write_keys(&mut con, &keys);
+    let (source, target) = (&cluster.nodes[0], &cluster.nodes[2]);
+    let body = format!(
+        r#"{{"slots":"0-59","from":"{}","to":"{}"}}"#,
+        source.id, target.id
+    );
+    let (status, job) = common::http_request(admin, "POST", "/migrations", &body, None);
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    common::wait_until(Duration::from_secs(30), "some slots to move", || {
+        let (_, job) = common::http_request(admin, "GET", &format!("/migrations/{id}"), "", None);
+        job["slots_done"].as_u64().unwrap_or(0) >= 8
+    });
+    proxy.kill();
+    let open_after_kill = cluster.open_slots();
+    eprintln!("open slots right after SIGKILL: {open_after_kill:?}");
+
+    let proxy = ProxyProcess::start(&config, client, admin);
+    let done = common::wait_job(proxy.admin, &id, Duration::from_secs(60));
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(
+        cluster.open_slots().is_empty(),
+        "{:?}",
+        cluster.open_slots()
+    );
+    let mut con = common::connect(&proxy.client.to_string());
+    check_keys(&mut con, &keys);
+    for slot in [0u16, 30, 59] {
+        let here: i64 = target.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+        assert_eq!(here, 30, "slot {slot} on the target");
+    }
+    assert_eq!(
+        cluster.total_keys(),
+        keys.len() as i64,
+        "no key lost or duplicated"
+    );
+    let (clean, text) = cluster.redis_cli_check();
+    assert!(clean, "{text}");
+}
+
+#[test]
+fn slots_left_open_by_hand_are_repaired_at_start() {
+    let cluster = Cluster::start(3, 0);
+    let (slot, keys) = common::keys_in_one_slot("byhand", 40);
+    let source = cluster.owner_of(slot);
+    let target = cluster.other_than(source);
+    {
+        let mut direct = source.conn();
+        for k in &keys {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(format!("val-{k}"))
+                .query::<()>(&mut direct)
+                .expect("SET");
+        }
+    }
+    cluster.begin_migration(slot, source, target);
+    cluster.migrate_keys(source, target, &keys[..15]);
+    // A second slot with only an IMPORTING marker, as an interrupted redis-cli leaves it.
+    let (lonely, _) = common::keys_in_one_slot("lonely", 1);
+    let lonely_owner = cluster.owner_of(lonely);
+    let importer = cluster.other_than(lonely_owner);
+    let _: () = importer.cmd(&[
+        "CLUSTER",
+        "SETSLOT",
+        &lonely.to_string(),
+        "IMPORTING",
+        &lonely_owner.id,
+    ]);
+    assert_eq!(cluster.open_slots().len(), 3);
+
+    let proxy = TestProxy::start(&cluster);
+    common::wait_until(
+        Duration::from_secs(30),
+        "recovery to close the open slots",
+        || cluster.open_slots().is_empty(),
+    );
+    let mut con = proxy.conn();
+    check_keys(&mut con, &keys);
+    let on_target: i64 = target.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    assert_eq!(on_target, 40, "the interrupted move was finished forward");
+    let (_, view) = proxy.admin_json("/cluster");
+    let repairs = view["repairs"].to_string();
+    assert!(
+        repairs.contains(&format!("slot {slot}: finished the interrupted move")),
+        "{repairs}"
+    );
+    assert!(
+        repairs.contains(&format!("slot {lonely}: closed IMPORTING")),
+        "{repairs}"
+    );
+    let (clean, text) = cluster.redis_cli_check();
+    assert!(clean, "{text}");
+}
+
+#[test]
+fn only_the_lease_holder_migrates_and_the_other_proxy_keeps_serving() {
+    let cluster = Cluster::start(3, 0);
+    let slow = |c: &mut slotproxy::config::Config| {
+        c.migration.max_keys_per_second = 300;
+        c.migration.batch_keys = 10;
+    };
+    let first = TestProxy::start_with(&cluster, slow);
+    let second = TestProxy::start_with(&cluster, slow);
+    let mut con = first.conn();
+    let keys = keys_for_slots(0..=29, 30);
+    write_keys(&mut con, &keys);
+    let (a, b, c) = (&cluster.nodes[0], &cluster.nodes[1], &cluster.nodes[2]);
+    let (status, job) = first.admin_post(
+        "/migrations",
+        &format!(
+            r#"{{"slots":"0-29","from":"{}","to":"{}"}}"#,
+            a.addr(),
+            b.addr()
+        ),
+    );
+    assert_eq!(status, 202, "{job}");
+    let (_, view) = first.admin_json("/cluster");
+    let holder = view["migration_lease_holder"]
+        .as_str()
+        .expect("first holds the lease")
+        .to_string();
+
+    let other_slots = format!(
+        r#"{{"slots":"6000-6010","from":"{}","to":"{}"}}"#,
+        b.addr(),
+        c.addr()
+    );
+    let (status, refused) = second.admin_post("/migrations", &other_slots);
+    assert_eq!(status, 409, "{refused}");
+    let message = refused["error"].as_str().unwrap_or("");
+    assert!(
+        message.contains("another proxy holds the migration lease") && message.contains(&holder),
+        "{message}"
+    );
+    // The second proxy serves clients all along, also keys in moving slots.
+    let mut second_con = second.conn();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        check_keys(&mut second_con, &keys[..100]);
+    }
+    let done = first.wait_job(job["id"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "completed", "{done}");
+    check_keys(&mut second_con, &keys);
+    // The lease is released at the end: now the second proxy may migrate.
+    let (status, job) = second.admin_post("/migrations", &other_slots);
+    assert_eq!(status, 202, "{job}");
+    let done = second.wait_job(job["id"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "completed", "{done}");
+    assert!(cluster.open_slots().is_empty());
+}
