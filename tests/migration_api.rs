@@ -264,7 +264,13 @@ fn add_a_node_rebalance_onto_it_then_drain_it_under_traffic() {
     let (status, plan) =
         proxy.admin_post(&format!("/nodes/{}/drain", loose.id), r#"{"dry_run":true}"#);
     assert_eq!(status, 200, "{plan}");
-    assert_eq!(plan["slots_to_move"], 4096, "{plan}");
+    let (_, view_now) = proxy.admin_json("/cluster");
+    assert_eq!(
+        plan["slots_to_move"],
+        4096,
+        "{plan}\n{view_now}\nloose: {}",
+        loose.addr()
+    );
     let (status, job) = proxy.admin_post(&format!("/nodes/{}/drain", &loose.id[..12]), "");
     assert_eq!(status, 202, "{job}");
     assert_eq!(job["kind"], "drain");
@@ -282,12 +288,20 @@ fn add_a_node_rebalance_onto_it_then_drain_it_under_traffic() {
     // The drained node holds nothing and can be removed.
     assert_eq!(loose.cmd::<i64>(&["DBSIZE"]), 0);
     let (_, view) = proxy.admin_json("/cluster");
+    // Redis 7 may turn a master that lost its last slot into a replica: then it is no longer
+    // listed among the masters at all.
     let drained = view["nodes"]
         .as_array()
         .and_then(|nodes| nodes.iter().find(|n| n["id"] == loose.id.as_str()))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(drained["slot_count"], 0, "{view}");
+        .cloned();
+    if let Some(drained) = drained {
+        assert_eq!(drained["slot_count"], 0, "{view}");
+    }
+    let owned: u64 = view["nodes"]
+        .as_array()
+        .map(|nodes| nodes.iter().filter_map(|n| n["slot_count"].as_u64()).sum())
+        .unwrap_or(0);
+    assert_eq!(owned, 16384, "{view}");
     check_keys(&mut con, &keys);
     assert!(cluster.open_slots().is_empty());
 }

@@ -99,6 +99,26 @@ fn client_loop(
         let set: redis::RedisResult<()> = redis::cmd("SET").arg(&key).arg(&value).query(&mut con);
         let get: redis::RedisResult<Option<String>> = redis::cmd("GET").arg(&key).query(&mut con);
         let elapsed = started.elapsed() / 3;
+        // A multi-key write and read inside one slot, which may be the slot in flight.
+        let tag = format!("{{pair:{id}:{}}}", n % 512);
+        let pair = [format!("{tag}:a"), format!("{tag}:b")];
+        let mset: redis::RedisResult<()> = redis::cmd("MSET")
+            .arg(&pair[0])
+            .arg(&value)
+            .arg(&pair[1])
+            .arg(&value)
+            .query(&mut con);
+        match mset {
+            Ok(()) => {
+                let both: redis::RedisResult<Vec<Option<String>>> =
+                    redis::cmd("MGET").arg(&pair).query(&mut con);
+                match both {
+                    Ok(v) if v.iter().all(|x| x.as_deref() == Some(value.as_str())) => {}
+                    other => report.errors.push(format!("MGET {tag}: {other:?}")),
+                }
+            }
+            Err(e) => report.errors.push(format!("MSET {tag}: {e}")),
+        }
         if migrating.load(Ordering::Relaxed) {
             report.latencies_during.push(elapsed);
         } else {
@@ -279,7 +299,7 @@ fn rebalance_three_to_four_masters_under_live_traffic() {
         .iter()
         .flat_map(|r| r.latencies_during.clone())
         .collect();
-    let ops: usize = reports.iter().map(|r| r.writes.len() * 3).sum();
+    let ops: usize = reports.iter().map(|r| r.writes.len() * 5).sum();
     let keys_moved = done["keys_moved"].as_u64().unwrap_or(0);
     eprintln!(
         "rebalance: 4096 slots, {keys_moved} keys moved in {:.1} s ({:.0} keys/s); {} client ops, 0 errors; client p99 before {:?}, during {:?}",

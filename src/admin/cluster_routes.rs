@@ -5,7 +5,7 @@ use super::migration_routes::start_plan;
 use super::AdminState;
 use crate::cluster::slot_map::Node;
 use crate::cluster::topology::RefreshCause;
-use crate::cluster::{nodes, Snapshot};
+use crate::cluster::{nodes, SlotMap};
 use crate::migration::executor::Conns;
 use crate::migration::job::JobKind;
 use crate::migration::planner::{self, PlanNode, PlanRequest};
@@ -14,13 +14,12 @@ use crate::migration::service::ApiError;
 use crate::protocol::scan;
 use hyper::StatusCode;
 use serde::Deserialize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Finds a master by id (or a unique id prefix of 8+ characters) or by `host:port`.
-pub fn resolve_node<'a>(snapshot: &'a Snapshot, name: &str) -> Result<(usize, &'a Node), ApiError> {
+pub fn resolve_node<'a>(map: &'a SlotMap, name: &str) -> Result<(usize, &'a Node), ApiError> {
     let addr = crate::cluster::topology::normalize_addr(name);
-    let nodes = &snapshot.map.nodes;
+    let nodes = &map.nodes;
     if let Some(found) = nodes
         .iter()
         .enumerate()
@@ -43,25 +42,50 @@ pub fn resolve_node<'a>(snapshot: &'a Snapshot, name: &str) -> Result<(usize, &'
     )))
 }
 
-/// A fresh snapshot: reloads the map first so decisions are not made on a stale view.
-pub async fn fresh_snapshot(state: &AdminState) -> Result<Arc<Snapshot>, ApiError> {
-    if let Err(e) = state.topology.refresh(RefreshCause::Admin).await {
-        return Err(ApiError::unavailable(format!(
-            "cannot load the slot map: {e}"
-        )));
-    }
-    state
+/// The cluster's slot map as the cluster reports it right now, so decisions are never made
+/// on a stale or patched view. The proxy's own snapshot is asked to catch up too.
+pub async fn fresh_map(state: &AdminState) -> Result<SlotMap, ApiError> {
+    let map = state
         .topology
-        .snapshot()
-        .ok_or_else(|| ApiError::unavailable("no slot map loaded yet"))
+        .read_map()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("cannot read the slot map: {e}")))?;
+    if !state.topology.snapshot().is_some_and(|s| s.map == map) {
+        state.topology.request_refresh();
+    }
+    Ok(map)
 }
 
-/// `GET /cluster`: masters with their slot ranges, the map epoch, recovery notes.
-pub fn cluster(state: &AdminState) -> Reply {
+/// The slot map every master agrees on, for planning moves; waits a few seconds for the
+/// masters to converge (a node that just joined learns the owners over the cluster bus).
+pub async fn planning_map(state: &AdminState) -> Result<SlotMap, ApiError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match state.topology.read_agreed_map().await {
+            Ok(map) => {
+                if !state.topology.snapshot().is_some_and(|s| s.map == map) {
+                    state.topology.request_refresh();
+                }
+                return Ok(map);
+            }
+            Err(e) if Instant::now() > deadline => {
+                return Err(ApiError::unavailable(format!(
+                    "the masters do not agree on the slot map, so no plan is safe: {e}"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// `GET /cluster`: masters with their slot ranges (read from the cluster now), the proxy's
+/// map epoch, the lease holder, recovery notes.
+pub async fn cluster(state: &AdminState) -> Result<Reply, ApiError> {
     let Some(snapshot) = state.topology.snapshot() else {
-        return super::http::error(StatusCode::SERVICE_UNAVAILABLE, "no slot map loaded yet");
+        return Err(ApiError::unavailable("no slot map loaded yet"));
     };
-    let map = &snapshot.map;
+    let fresh = fresh_map(state).await?;
+    let map = &fresh;
     let nodes: Vec<_> = map
         .nodes
         .iter()
@@ -76,7 +100,7 @@ pub fn cluster(state: &AdminState) -> Reply {
             })
         })
         .collect();
-    json(
+    Ok(json(
         StatusCode::OK,
         &serde_json::json!({
             "epoch": snapshot.epoch,
@@ -86,7 +110,7 @@ pub fn cluster(state: &AdminState) -> Reply {
             "migration_lease_holder": state.migrations.lease.is_held().then(|| state.migrations.lease.holder()),
             "repairs": state.migrations.repairs(),
         }),
-    )
+    ))
 }
 
 /// Body of `POST /nodes`.
@@ -102,8 +126,8 @@ pub async fn add_node(state: &AdminState, body: AddNode) -> Result<Reply, ApiErr
     let (host, port) = crate::config::split_host_port(&body.addr)
         .map_err(|e| ApiError::bad_request(format!("addr: {e}")))?;
     let addr = crate::cluster::topology::normalize_addr(&body.addr);
-    let snapshot = fresh_snapshot(state).await?;
-    if snapshot.map.nodes.iter().any(|n| n.addr == addr) {
+    let snapshot = fresh_map(state).await?;
+    if snapshot.nodes.iter().any(|n| n.addr == addr) {
         return Err(ApiError::conflict(format!(
             "{addr} is already a master of this cluster"
         )));
@@ -139,7 +163,6 @@ pub async fn add_node(state: &AdminState, body: AddNode) -> Result<Reply, ApiErr
         .ok_or_else(|| ApiError::bad_request(format!("cannot resolve {host}")))?;
     let port_s = port.to_string();
     let seed = snapshot
-        .map
         .nodes
         .first()
         .ok_or_else(|| ApiError::unavailable("no master known"))?;
@@ -154,7 +177,7 @@ pub async fn add_node(state: &AdminState, body: AddNode) -> Result<Reply, ApiErr
     call(reply)?;
     // Wait until every master and the new node see each other.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut everyone: Vec<String> = snapshot.map.nodes.iter().map(|n| n.addr.clone()).collect();
+    let mut everyone: Vec<String> = snapshot.nodes.iter().map(|n| n.addr.clone()).collect();
     everyone.push(addr.clone());
     loop {
         let mut all_know = true;
@@ -203,9 +226,9 @@ pub struct Drain {
 
 /// `POST /nodes/{id}/drain`: move every slot of a master to the others (weight 0).
 pub async fn drain(state: &AdminState, name: &str, body: Drain) -> Result<Reply, ApiError> {
-    let snapshot = fresh_snapshot(state).await?;
-    let (index, node) = resolve_node(&snapshot, name)?;
-    if snapshot.map.slots_of(index).is_empty() {
+    let map = planning_map(state).await?;
+    let (index, node) = resolve_node(&map, name)?;
+    if map.slots_of(index).is_empty() {
         return Err(ApiError::conflict(format!(
             "{} owns no slots; nothing to drain",
             node.addr
@@ -216,21 +239,18 @@ pub async fn drain(state: &AdminState, name: &str, body: Drain) -> Result<Reply,
         ..PlanRequest::default()
     };
     request.weights.insert(node.id.clone(), 0.0);
-    let transfers =
-        planner::plan(&plan_nodes(&snapshot), &request).map_err(ApiError::bad_request)?;
-    start_plan(state, &snapshot, JobKind::Drain, transfers, body.dry_run).await
+    let transfers = planner::plan(&plan_nodes(&map), &request).map_err(ApiError::bad_request)?;
+    start_plan(state, &map, JobKind::Drain, transfers, body.dry_run).await
 }
 
 /// The masters as the planner sees them.
-pub fn plan_nodes(snapshot: &Snapshot) -> Vec<PlanNode> {
-    snapshot
-        .map
-        .nodes
+pub fn plan_nodes(map: &SlotMap) -> Vec<PlanNode> {
+    map.nodes
         .iter()
         .enumerate()
         .map(|(i, n)| PlanNode {
             id: n.id.clone(),
-            slots: snapshot.map.slots_of(i),
+            slots: map.slots_of(i),
         })
         .collect()
 }

@@ -1,10 +1,10 @@
 //! `POST /migrations`, `POST /rebalance`, `GET /migrations[/{id}]`,
 //! `POST /migrations/{id}/pause|resume|cancel`.
 
-use super::cluster_routes::{fresh_snapshot, plan_nodes, resolve_node};
+use super::cluster_routes::{plan_nodes, planning_map, resolve_node};
 use super::http::{json, Reply};
 use super::AdminState;
-use crate::cluster::Snapshot;
+use crate::cluster::SlotMap;
 use crate::migration::job::{JobKind, SlotMove};
 use crate::migration::planner::{self, PlanRequest, Transfer};
 use crate::migration::ranges;
@@ -82,16 +82,16 @@ pub async fn create(state: &AdminState, body: CreateMigration) -> Result<Reply, 
     if slots.is_empty() {
         return Err(ApiError::bad_request("slots: no slot given"));
     }
-    let snapshot = fresh_snapshot(state).await?;
-    let (from_index, from) = resolve_node(&snapshot, &body.from)?;
-    let (_, to) = resolve_node(&snapshot, &body.to)?;
+    let map = planning_map(state).await?;
+    let (from_index, from) = resolve_node(&map, &body.from)?;
+    let (_, to) = resolve_node(&map, &body.to)?;
     if from.id == to.id {
         return Err(ApiError::bad_request("from and to name the same node"));
     }
     let not_owned: Vec<u16> = slots
         .iter()
         .copied()
-        .filter(|&s| snapshot.map.owner(s) != Some(from_index))
+        .filter(|&s| map.owner(s) != Some(from_index))
         .collect();
     if !not_owned.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -105,14 +105,7 @@ pub async fn create(state: &AdminState, body: CreateMigration) -> Result<Reply, 
         to: to.id.clone(),
         slots,
     };
-    start_plan(
-        state,
-        &snapshot,
-        JobKind::Migrate,
-        vec![transfer],
-        body.dry_run,
-    )
-    .await
+    start_plan(state, &map, JobKind::Migrate, vec![transfer], body.dry_run).await
 }
 
 /// `POST /rebalance`.
@@ -122,7 +115,7 @@ pub async fn rebalance(state: &AdminState, body: Rebalance) -> Result<Reply, Api
             "threshold: must be a percentage, 0 to 100",
         ));
     }
-    let snapshot = fresh_snapshot(state).await?;
+    let map = planning_map(state).await?;
     let mut request = PlanRequest {
         use_empty_masters: body.use_empty_masters,
         threshold: body.threshold,
@@ -134,11 +127,10 @@ pub async fn rebalance(state: &AdminState, body: Rebalance) -> Result<Reply, Api
                 "weights: {name}: must be a number >= 0"
             )));
         }
-        let (_, node) = resolve_node(&snapshot, name)?;
+        let (_, node) = resolve_node(&map, name)?;
         request.weights.insert(node.id.clone(), *weight);
     }
-    let transfers =
-        planner::plan(&plan_nodes(&snapshot), &request).map_err(ApiError::bad_request)?;
+    let transfers = planner::plan(&plan_nodes(&map), &request).map_err(ApiError::bad_request)?;
     if transfers.is_empty() {
         return Ok(json(
             StatusCode::OK,
@@ -149,20 +141,13 @@ pub async fn rebalance(state: &AdminState, body: Rebalance) -> Result<Reply, Api
             }),
         ));
     }
-    start_plan(
-        state,
-        &snapshot,
-        JobKind::Rebalance,
-        transfers,
-        body.dry_run,
-    )
-    .await
+    start_plan(state, &map, JobKind::Rebalance, transfers, body.dry_run).await
 }
 
 /// Shows the plan (dry run) or starts it as a job (202).
 pub async fn start_plan(
     state: &AdminState,
-    snapshot: &Snapshot,
+    map: &SlotMap,
     kind: JobKind,
     transfers: Vec<Transfer>,
     dry_run: bool,
@@ -183,15 +168,13 @@ pub async fn start_plan(
         return Ok(json(StatusCode::ACCEPTED, &job.to_json()));
     }
     let addr = |id: &str| {
-        snapshot
-            .map
-            .nodes
+        map.nodes
             .iter()
             .find(|n| n.id == id)
             .map(|n| n.addr.clone())
             .unwrap_or_default()
     };
-    let keys = estimate_keys(state, snapshot, &transfers).await;
+    let keys = estimate_keys(state, map, &transfers).await;
     let slots = moves.len();
     let (seconds, basis) = estimate_seconds(state, slots, keys);
     let listed: Vec<_> = transfers
@@ -220,17 +203,17 @@ pub async fn start_plan(
 }
 
 /// Keys to move, estimated from each source's `DBSIZE` and the share of its slots that go.
-async fn estimate_keys(state: &AdminState, snapshot: &Snapshot, transfers: &[Transfer]) -> u64 {
+async fn estimate_keys(state: &AdminState, map: &SlotMap, transfers: &[Transfer]) -> u64 {
     let ctx = &state.migrations.ctx;
     let mut conns = crate::migration::executor::Conns::new(ctx.settings.clone());
     let mut total = 0.0;
-    for (i, node) in snapshot.map.nodes.iter().enumerate() {
+    for (i, node) in map.nodes.iter().enumerate() {
         let leaving: usize = transfers
             .iter()
             .filter(|t| t.from == node.id)
             .map(|t| t.slots.len())
             .sum();
-        let owned = snapshot.map.slots_of(i).len();
+        let owned = map.slots_of(i).len();
         if leaving == 0 || owned == 0 {
             continue;
         }

@@ -107,7 +107,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
             );
             Ok(response)
         }
-        (&Method::GET, ["cluster"]) => Ok(cluster_routes::cluster(state)),
+        (&Method::GET, ["cluster"]) => cluster_routes::cluster(state).await,
         (&Method::GET, ["migrations"]) => Ok(migration_routes::list(state)),
         (&Method::GET, ["migrations", id]) => migration_routes::get(state, id),
         (&Method::POST, ["migrations"]) => match read_json(req).await {

@@ -91,6 +91,8 @@ pub struct Topology {
     pools: Mutex<HashMap<String, Arc<NodePool>>>,
     /// Serializes installs, so a MOVED patch never overwrites a newer reload.
     install_lock: Mutex<()>,
+    /// Counts slot patches (MOVED, migrations), so a reload that raced one is not installed.
+    patches: AtomicU64,
     refresh_wanted: Notify,
     next_epoch: AtomicU64,
     seeds: Vec<String>,
@@ -111,6 +113,7 @@ impl Topology {
             current: ArcSwapOption::empty(),
             pools: Mutex::new(HashMap::new()),
             install_lock: Mutex::new(()),
+            patches: AtomicU64::new(0),
             refresh_wanted: Notify::new(),
             next_epoch: AtomicU64::new(1),
             seeds: config.seeds.clone(),
@@ -149,24 +152,82 @@ impl Topology {
             .with_label_values(&[cause.label()])
             .inc();
         let previous = self.snapshot();
-        let mut candidates: Vec<String> = previous
-            .as_ref()
-            .map(|s| s.map.nodes.iter().map(|n| n.addr.clone()).collect())
-            .unwrap_or_default();
-        candidates.extend(self.seeds.iter().map(|s| normalize_addr(s)));
-        candidates.dedup();
+        let candidates = self.candidates();
         let mut errors = Vec::new();
-        for addr in &candidates {
-            match self.load_from(addr, previous.as_deref()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => errors.push(format!("{addr}: {e}")),
+        // First pass: only a view that covers every slot (a node that joined moments ago may
+        // not know every owner yet). Second pass: the best any node has.
+        for require_full in [true, false] {
+            for addr in &candidates {
+                match self
+                    .load_from(addr, previous.as_deref(), require_full)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(e) => errors.push(format!("{addr}: {e}")),
+                }
             }
         }
         self.metrics.slot_map_refresh_errors.inc();
         Err(errors.join("; "))
     }
 
-    async fn load_from(&self, addr: &str, previous: Option<&Snapshot>) -> Result<(), String> {
+    /// Reads the cluster's slot map afresh from the first node that answers, without
+    /// installing it: decisions such as rebalance plans are made on what the cluster says
+    /// right now, not on the proxy's (possibly patched) snapshot.
+    pub async fn read_map(&self) -> Result<SlotMap, String> {
+        let mut errors = Vec::new();
+        let mut best: Option<SlotMap> = None;
+        for addr in self.candidates() {
+            match self.fetch_map(&addr).await {
+                // A node that joined moments ago may not know every owner yet: prefer a
+                // node whose view covers every slot.
+                Ok(map) if map.covered() == crate::cluster::SLOT_COUNT => return Ok(map),
+                Ok(map) => {
+                    if !best.as_ref().is_some_and(|b| b.covered() >= map.covered()) {
+                        best = Some(map);
+                    }
+                }
+                Err(e) => errors.push(format!("{addr}: {e}")),
+            }
+        }
+        best.ok_or_else(|| errors.join("; "))
+    }
+
+    /// Every master's own view of the slot map, which must all agree: the pre-flight check
+    /// before a migration is planned.
+    pub async fn read_agreed_map(&self) -> Result<SlotMap, String> {
+        let first = self.read_map().await?;
+        for node in &first.nodes {
+            let theirs = self
+                .fetch_map(&node.addr)
+                .await
+                .map_err(|e| format!("{}: {e}", node.addr))?;
+            if !same_owners(&theirs, &first) {
+                return Err(format!(
+                    "{} does not agree with the other masters about slot ownership yet",
+                    node.addr
+                ));
+            }
+        }
+        Ok(first)
+    }
+
+    /// Nodes to ask for the map: the current masters, then the seeds.
+    fn candidates(&self) -> Vec<String> {
+        let mut candidates: Vec<String> = self
+            .snapshot()
+            .map(|s| s.map.nodes.iter().map(|n| n.addr.clone()).collect())
+            .unwrap_or_default();
+        for seed in &self.seeds {
+            let seed = normalize_addr(seed);
+            if !candidates.contains(&seed) {
+                candidates.push(seed);
+            }
+        }
+        candidates
+    }
+
+    async fn fetch_map(&self, addr: &str) -> Result<SlotMap, String> {
         let query = |args: &'static [&'static str]| {
             oneshot::query(addr, args, &self.settings, self.query_timeout)
         };
@@ -185,6 +246,23 @@ impl Topology {
         if map.covered() == 0 {
             return Err("node reports no slots assigned".into());
         }
+        Ok(map)
+    }
+
+    async fn load_from(
+        &self,
+        addr: &str,
+        previous: Option<&Snapshot>,
+        require_full: bool,
+    ) -> Result<(), String> {
+        let patches_before = self.patches.load(Ordering::Relaxed);
+        let query = |args: &'static [&'static str]| {
+            oneshot::query(addr, args, &self.settings, self.query_timeout)
+        };
+        let map = self.fetch_map(addr).await?;
+        if require_full && map.covered() < crate::cluster::SLOT_COUNT {
+            return Err(format!("its view covers only {} slots", map.covered()));
+        }
         let (commands, version) = match previous {
             Some(p) => (p.commands.clone(), p.server_version.clone()),
             None => {
@@ -200,7 +278,15 @@ impl Topology {
             self.metrics.mark_refreshed(now_secs());
             return Ok(());
         }
-        self.install(map, commands, version);
+        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if self.patches.load(Ordering::Relaxed) != patches_before {
+            // A slot moved while this map was being read: it may predate the move and would
+            // undo the patch. Read again instead.
+            drop(_guard);
+            self.request_refresh();
+            return Ok(());
+        }
+        self.install_locked(map, commands, version);
         Ok(())
     }
 
@@ -216,6 +302,9 @@ impl Topology {
     /// calls this right after it hands a slot over).
     pub fn set_owner(&self, slot: u16, addr: &str) {
         let addr = normalize_addr(addr);
+        // Read, patch and store under the install lock, so concurrent patches never drop
+        // each other.
+        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(current) = self.snapshot() else {
             return;
         };
@@ -226,17 +315,13 @@ impl Topology {
         if owner == Some(addr.as_str()) {
             return;
         }
+        self.patches.fetch_add(1, Ordering::Relaxed);
         let map = current.map.with_owner(slot, &addr);
-        let commands = current.commands.clone();
-        let version = current.server_version.clone();
-        // Only patch the snapshot the MOVED was judged against; a newer reload wins.
-        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .snapshot()
-            .is_some_and(|now| Arc::ptr_eq(&now, &current))
-        {
-            self.install_locked(map, commands, version);
-        }
+        self.install_locked(
+            map,
+            current.commands.clone(),
+            current.server_version.clone(),
+        );
     }
 
     /// Makes `map` current (a new epoch), keeping pools of nodes that stay.
@@ -294,6 +379,14 @@ impl Topology {
             }
         }
     }
+}
+
+/// True when both maps give every slot to the same address.
+fn same_owners(a: &SlotMap, b: &SlotMap) -> bool {
+    (0..crate::cluster::SLOT_COUNT as u16).all(|slot| {
+        let owner = |m: &SlotMap| m.owner(slot).map(|i| m.nodes[i].addr.clone());
+        owner(a) == owner(b)
+    })
 }
 
 /// Canonical `host:port` (IPv6 in brackets), so one node never gets two pools.

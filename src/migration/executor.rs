@@ -180,6 +180,7 @@ impl MoveContext {
         to: &str,
         keys: &[Bytes],
         replace: bool,
+        patience: u32,
     ) -> Result<BatchResult, MoveError> {
         let (host, port) = split_host_port(to).map_err(MoveError::Fatal)?;
         let host = host
@@ -187,7 +188,8 @@ impl MoveContext {
             .trim_end_matches(']')
             .to_string();
         let port = port.to_string();
-        let timeout = self.migrate_timeout.as_millis().to_string();
+        let migrate_timeout = self.migrate_timeout * patience;
+        let timeout = migrate_timeout.as_millis().to_string();
         let mut args: Vec<&[u8]> = vec![
             b"MIGRATE",
             host.as_bytes(),
@@ -215,7 +217,7 @@ impl MoveContext {
         args.extend(keys.iter().map(|k| k.as_ref()));
         self.throttle.take(keys.len()).await;
         let reply = self
-            .call(conns, from, &args, self.migrate_timeout + self.call_timeout)
+            .call(conns, from, &args, migrate_timeout + self.call_timeout)
             .await?;
         match reply {
             Ok(raw) if scan::string(&raw) == Some(b"NOKEY") => Ok(BatchResult::AllExpired),
@@ -253,9 +255,18 @@ impl MoveContext {
                 continue;
             }
             let mut replace = replace_always;
-            loop {
-                match self.migrate(conns, from, to, &keys, replace).await? {
-                    BatchResult::Moved | BatchResult::AllExpired => break,
+            let mut batch: &[Bytes] = &keys;
+            let mut patience = 1;
+            let mut done = 0;
+            while done < keys.len() {
+                match self
+                    .migrate(conns, from, to, batch, replace, patience)
+                    .await?
+                {
+                    BatchResult::Moved | BatchResult::AllExpired => {
+                        done += batch.len();
+                        batch = &keys[done..(done + batch.len()).min(keys.len())];
+                    }
                     BatchResult::Busy => {
                         tracing::info!(
                             slot,
@@ -267,11 +278,16 @@ impl MoveContext {
                     }
                     BatchResult::IoError(text) => {
                         io_errors += 1;
-                        tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE");
+                        tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE, one key at a time");
                         if io_errors > 5 {
                             return Err(MoveError::Retry(format!("MIGRATE {from} → {to}: {text}")));
                         }
+                        // The copy on the target may be partial or stale: REPLACE it at once.
+                        // A big key may need longer than the timeout: move keys singly, with
+                        // more patience, for the rest of this batch.
                         replace = true;
+                        patience = 4;
+                        batch = &keys[done..done + 1];
                         tokio::time::sleep(Duration::from_millis(100 * u64::from(io_errors))).await;
                     }
                 }

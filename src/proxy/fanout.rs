@@ -71,8 +71,12 @@ pub struct SplitCommand {
 /// Splits a multi-key command by slot and joins the replies as one Redis would have answered.
 ///
 /// A slot in mid-migration answers `TRYAGAIN` to a multi-key command whose keys are partly
-/// moved; such a part is split again into single-key commands, which the migrating slot
-/// serves (through `ASK` where needed), so the client sees no error.
+/// moved. A read part is split again into single-key commands, which the migrating slot
+/// serves (through `ASK` where needed), so the client sees no error. A write part is first
+/// retried whole until the slot settles (the proxy's own migration closes a slot within
+/// moments), so other clients never see it half applied; only a slot stuck open longer than
+/// the retry budget makes it fall back to single-key writes (each idempotent), so a stuck
+/// migration never blocks writes.
 pub async fn split(router: Arc<Router>, lane: usize, command: SplitCommand) -> Bytes {
     let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
     let replies = join_all(
@@ -103,12 +107,13 @@ pub async fn split(router: Arc<Router>, lane: usize, command: SplitCommand) -> B
     }
 }
 
-/// Sends one per-slot part; a `TRYAGAIN` (partly migrated slot) makes it one command per key.
+/// Sends one per-slot part; a `TRYAGAIN` (partly migrated slot) makes a read part one command
+/// per key at once, and a write part only after waiting for the slot to settle.
 async fn send_part(router: &Router, lane: usize, command: &SplitCommand, part: &Part) -> Bytes {
     let target = Target::Slot(part.slot);
     let retry = Retry {
         write: command.write,
-        tryagain_is_final: part.keys.len() > 1,
+        tryagain_is_final: part.keys.len() > 1 && !command.write,
     };
     let reply = router
         .send_call(lane, target, part.payload.clone(), retry)
