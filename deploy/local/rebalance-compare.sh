@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Compares slotproxy's own rebalance with `redis-cli --cluster rebalance --cluster-use-empty-masters`
+# on identical data. For each tool: a fresh cluster (3 masters + 1 empty master) on loopback,
+# a slotproxy in front of it, the same dataset loaded through the proxy (strings, hashes and
+# keys with TTLs), client traffic through the proxy (repeated redis-benchmark runs) before and
+# during the rebalance, then checks: every loaded key present, no open slot, client errors.
+# Prints one table. Bounded: stops by itself; everything it starts is stopped on exit.
+# Usage: deploy/local/rebalance-compare.sh [keys]   (default 100000)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+KEYS=${1:-100000}
+WORK=$(mktemp -d /tmp/slotproxy-compare.XXXXXX)
+PIDS=()
+
+die() { echo "rebalance-compare: error: $*" >&2; exit 1; }
+say() { echo "rebalance-compare: $*" >&2; }
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for dir in "$WORK"/node-*; do
+    [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
+  done
+  sleep 0.5
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+command -v redis-server >/dev/null || die "redis-server not found: run deploy/local/up.sh once or apt-get install -y redis-server"
+command -v curl >/dev/null || die "curl not found: apt-get install -y curl"
+(cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+BIN="$ROOT/target/release/slotproxy"
+
+cli() { redis-cli -h 127.0.0.1 -p "$@"; }
+
+# start_cluster BASE: masters on BASE..BASE+2 with all slots, an empty master on BASE+3.
+start_cluster() {
+  local base=$1 port
+  for port in $base $((base + 1)) $((base + 2)) $((base + 3)); do
+    mkdir -p "$WORK/node-$port"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --dir "$WORK/node-$port" \
+      --save '' --appendonly no --logfile "$WORK/node-$port/redis.log" \
+      --pidfile "$WORK/node-$port/redis.pid" || die "redis-server $port failed"
+  done
+  for port in $base $((base + 1)) $((base + 2)) $((base + 3)); do
+    for _ in $(seq 50); do [ "$(cli "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+  done
+  cli "$base" cluster addslotsrange 0 5460 >/dev/null
+  cli $((base + 1)) cluster addslotsrange 5461 10922 >/dev/null
+  cli $((base + 2)) cluster addslotsrange 10923 16383 >/dev/null
+  for port in $((base + 1)) $((base + 2)) $((base + 3)); do cli "$base" cluster meet 127.0.0.1 "$port" >/dev/null; done
+  for _ in $(seq 150); do
+    if redis-cli --cluster check "127.0.0.1:$base" 2>/dev/null | grep -q "All 16384 slots covered" \
+      && [ "$(cli $((base + 3)) cluster nodes | wc -l)" = 4 ] \
+      && redis-cli --cluster check "127.0.0.1:$base" 2>/dev/null | grep -q "All nodes agree"; then
+      return
+    fi
+    sleep 0.2
+  done
+  die "cluster on $base did not become consistent"
+}
+
+# start_proxy BASE PORT ADMIN
+start_proxy() {
+  local base=$1 port=$2 admin=$3 dir="$WORK/proxy-$2"
+  mkdir -p "$dir"
+  cat >"$dir/proxy.toml" <<EOF
+[proxy]
+listen = "127.0.0.1:$port"
+[admin]
+listen = "127.0.0.1:$admin"
+[cluster]
+seeds = ["127.0.0.1:$base", "127.0.0.1:$((base + 1))"]
+[migration]
+data_dir = "$dir/data"
+[log]
+level = "warn"
+EOF
+  "$BIN" --config "$dir/proxy.toml" >"$dir/proxy.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do
+    curl -fs "127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  die "slotproxy on $port did not become ready (see $dir/proxy.log)"
+}
+
+dataset() {
+  awk -v n="$KEYS" 'BEGIN {
+    v = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+    for (i = 0; i < n; i++) {
+      if (i % 10 == 0) printf "HSET k:%d f1 %s f2 %d\r\n", i, v, i
+      else if (i % 20 == 1) printf "SET k:%d %s EX 3600\r\n", i, v
+      else printf "SET k:%d %s\r\n", i, v
+    }
+  }'
+}
+
+# traffic PORT OUT STOPFILE: redis-benchmark runs of 20000 requests until STOPFILE appears.
+traffic() {
+  local port=$1 out=$2 stop=$3
+  while [ ! -e "$stop" ]; do
+    redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -r 100000 -c 10 -d 64 -n 20000 2>&1 | tr '\r' '\n' >>"$out" || true
+  done
+}
+
+# p99 of a traffic log: the median over its runs' p99 values (ms).
+median_p99() {
+  awk '/latency summary/ { getline; getline; print $5 }' "$1" | sort -n \
+    | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "n/a" }'
+}
+errors_in() { grep -c -i "error" "$1" || true; }
+
+missing_keys() {
+  local port=$1
+  seq 0 $((KEYS - 1)) | sed 's/^/k:/' | xargs -n 1000 redis-cli -h 127.0.0.1 -p "$port" exists \
+    | awk -v n="$KEYS" '{ s += $1 } END { print n - s }'
+}
+
+# run TOOL BASE PORT ADMIN -> prints one table row
+run() {
+  local tool=$1 base=$2 port=$3 admin=$4
+  say "$tool: starting a cluster on $base-$((base + 3)) and a proxy on $port"
+  start_cluster "$base"
+  start_proxy "$base" "$port" "$admin"
+  dataset | cli "$port" --pipe >/dev/null || die "loading the dataset failed"
+  local before="$WORK/$tool-before.log" during="$WORK/$tool-during.log"
+  traffic "$port" "$before" "$WORK/$tool-stop-before" &
+  local tpid=$!
+  sleep 5
+  touch "$WORK/$tool-stop-before"
+  wait "$tpid"
+  traffic "$port" "$during" "$WORK/$tool-stop-during" &
+  tpid=$!
+  local start end moved
+  start=$(date +%s.%N)
+  if [ "$tool" = slotproxy ]; then
+    local id state
+    id=$(curl -fs -XPOST "127.0.0.1:$admin/rebalance" -d '{"use_empty_masters":true}' \
+      | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -1)
+    [ -n "$id" ] || die "POST /rebalance gave no job id"
+    for _ in $(seq 3000); do
+      state=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' | head -1)
+      [ "$state" = running ] || [ "$state" = pending ] || break
+      sleep 0.2
+    done
+    [ "$state" = completed ] || die "the slotproxy job ended $state"
+    end=$(date +%s.%N)
+    moved=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"keys_moved": *\([0-9]*\).*/\1/p' | head -1)
+  else
+    timeout 1800 redis-cli --cluster rebalance "127.0.0.1:$base" --cluster-use-empty-masters \
+      >"$WORK/redis-cli.log" 2>&1 || die "redis-cli --cluster rebalance failed (see $WORK/redis-cli.log)"
+    end=$(date +%s.%N)
+    moved=$(cli $((base + 3)) dbsize)
+  fi
+  touch "$WORK/$tool-stop-during"
+  wait "$tpid"
+  local open missing counts wall p
+  open=$(for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do cli "$p" cluster nodes | grep myself; done | grep -c '\[' || true)
+  missing=$(missing_keys "$port")
+  counts=$(for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do
+    cli "$p" cluster nodes | grep myself | awk '{ n = 0; for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue; split($i, r, "-"); n += (r[2] == "" ? 1 : r[2] - r[1] + 1) } printf "%d ", n }'
+  done)
+  wall=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')
+  awk -v t="$tool" -v w="$wall" -v m="$moved" -v e="$(errors_in "$during")" -v pb="$(median_p99 "$before")" \
+    -v pd="$(median_p99 "$during")" -v o="$open" -v x="$missing" -v c="$counts" \
+    'BEGIN { printf "%-10s %8s %10s %9.0f %8s %11s %11s %6s %8s  %s\n", t, w, m, (w > 0 ? m / w : 0), e, pb, pd, o, x, c }'
+}
+
+printf '%-10s %8s %10s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys moved" "keys/s" \
+  "errors" "p99 before" "p99 during" "open" "missing" "slots per master"
+run slotproxy 7210 6391 9191
+run redis-cli 7220 6392 9192
+echo "(p99 in ms: median over 20,000-request redis-benchmark runs through the proxy, -c 10, SET+GET; $KEYS keys loaded)"
