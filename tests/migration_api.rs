@@ -305,3 +305,52 @@ fn add_a_node_rebalance_onto_it_then_drain_it_under_traffic() {
     check_keys(&mut con, &keys);
     assert!(cluster.open_slots().is_empty());
 }
+
+#[test]
+fn migration_works_when_the_nodes_require_auth() {
+    let cluster = Cluster::start(3, 0);
+    // The default user may not RESTORE, so MIGRATE must log in as `migrator` (AUTH2).
+    for node in &cluster.nodes {
+        let _: () = node.cmd(&[
+            "ACL", "SETUSER", "migrator", "on", ">s3cret", "~*", "&*", "+@all",
+        ]);
+        let _: () = node.cmd(&["ACL", "SETUSER", "default", "-restore", "-restore-asking"]);
+    }
+    let (source, target) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let keys = keys_for_slots(0..=19, 10);
+    {
+        let mut direct = source.conn();
+        write_keys(&mut direct, &keys);
+    }
+    let port = target.port.to_string();
+    let plain: redis::RedisResult<String> = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(&port)
+        .arg(&keys[0])
+        .arg(0)
+        .arg(2000)
+        .query(&mut source.conn());
+    assert!(
+        plain.is_err(),
+        "MIGRATE without AUTH must fail here: {plain:?}"
+    );
+
+    let proxy = TestProxy::start_with(&cluster, |c| {
+        c.cluster.username = "migrator".into();
+        c.cluster.password = "s3cret".into();
+    });
+    let body = format!(
+        r#"{{"slots":"0-19","from":"{}","to":"{}"}}"#,
+        source.addr(),
+        target.addr()
+    );
+    let (status, job) = proxy.admin_post("/migrations", &body);
+    assert_eq!(status, 202, "{job}");
+    let done = proxy.wait_job(job["id"].as_str().expect("id"), Duration::from_secs(60));
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["keys_moved"], 200);
+    assert_eq!(count_in_slot(target, 7), 10);
+    let mut con = proxy.conn();
+    check_keys(&mut con, &keys);
+    assert!(cluster.open_slots().is_empty());
+}
