@@ -120,10 +120,9 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     ));
     let migrations = start_migrations(
         &config,
-        settings_for_migrations,
-        topology.clone(),
-        router_for_lease,
         admin_addr,
+        router_for_lease,
+        settings_for_migrations,
     )?;
     tokio::spawn(migration::recovery::recover(migrations.clone()));
     let admin_state = admin::AdminState {
@@ -147,11 +146,12 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
 /// Builds the migration service: journal, lease, throttle, per-slot settings.
 fn start_migrations(
     config: &Config,
-    settings: Arc<upstream::Settings>,
-    topology: Arc<cluster::Topology>,
-    router: Arc<proxy::router::Router>,
     admin_addr: SocketAddr,
+    router: Arc<proxy::router::Router>,
+    settings: Arc<upstream::Settings>,
 ) -> Result<Arc<migration::service::Migrations>, StartError> {
+    let topology = router.topology.clone();
+    let metrics = router.metrics.clone();
     let m = &config.migration;
     let journal = migration::journal::Journal::open(&m.data_dir).map_err(StartError::DataDir)?;
     let holder = migration::journal::holder_id(&m.data_dir, &admin_addr.to_string())
@@ -168,6 +168,7 @@ fn start_migrations(
         migrate_timeout: Duration::from_millis(m.migrate_timeout_ms),
         call_timeout: config.cluster.request_timeout().max(Duration::from_secs(1)),
         throttle: Arc::new(migration::throttle::Throttle::new(m.max_keys_per_second)),
+        metrics,
     });
     Ok(migration::service::Migrations::new(
         ctx,

@@ -354,6 +354,21 @@ impl Topology {
         })));
         // After the store: whoever sees the new epoch in /metrics also sees the new map.
         self.metrics.slot_map_epoch.set(epoch as i64);
+        if let Some(snapshot) = self.snapshot() {
+            self.metrics.slots_per_node.reset();
+            let mut counts = vec![0i64; snapshot.map.nodes.len()];
+            for slot in 0..crate::cluster::SLOT_COUNT as u16 {
+                if let Some(i) = snapshot.map.owner(slot) {
+                    counts[i] += 1;
+                }
+            }
+            for (node, count) in snapshot.map.nodes.iter().zip(counts) {
+                self.metrics
+                    .slots_per_node
+                    .with_label_values(&[&node.addr])
+                    .set(count);
+            }
+        }
         self.metrics.mark_refreshed(now_secs());
     }
 

@@ -65,6 +65,8 @@ pub struct MoveContext {
     pub call_timeout: Duration,
     /// Shared keys/s cap.
     pub throttle: Arc<Throttle>,
+    /// Where BUSYKEY/IOERR and moved keys are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Control connections of one worker, one per node, reused across slots.
@@ -268,6 +270,10 @@ impl MoveContext {
                         batch = &keys[done..(done + batch.len()).min(keys.len())];
                     }
                     BatchResult::Busy => {
+                        self.metrics
+                            .migration_errors
+                            .with_label_values(&["busykey"])
+                            .inc();
                         tracing::info!(
                             slot,
                             from,
@@ -277,6 +283,10 @@ impl MoveContext {
                         replace = true;
                     }
                     BatchResult::IoError(text) => {
+                        self.metrics
+                            .migration_errors
+                            .with_label_values(&["ioerr"])
+                            .inc();
                         io_errors += 1;
                         tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE, one key at a time");
                         if io_errors > 5 {
@@ -293,6 +303,7 @@ impl MoveContext {
                 }
             }
             moved += keys.len() as u64;
+            self.metrics.migration_keys.inc_by(keys.len() as u64);
             on_batch(keys.len() as u64);
         }
     }

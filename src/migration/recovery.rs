@@ -34,14 +34,21 @@ struct SlotState {
     importing: Vec<(String, String)>,
 }
 
-/// Runs once after start: repairs open slots and resumes journaled jobs.
+/// Runs once after start: repairs open slots and resumes journaled jobs; new jobs wait
+/// until it is done.
 pub async fn recover(service: Arc<Migrations>) {
+    recover_inner(&service).await;
+    service.mark_recovered();
+    service.publish();
+}
+
+async fn recover_inner(service: &Arc<Migrations>) {
     while service.topology.snapshot().is_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let records = service.journal().load_all();
     loop {
-        let open = match open_slots(&service).await {
+        let open = match open_slots(service).await {
             Ok(open) => open,
             Err(e) => {
                 tracing::warn!(error = %e, "recovery: cannot read every master's CLUSTER NODES; retrying");
@@ -66,7 +73,7 @@ pub async fn recover(service: Arc<Migrations>) {
             }
         }
         // Re-read under the lease: what we saw before may have been another proxy's work.
-        let open = open_slots(&service).await.unwrap_or(open);
+        let open = open_slots(service).await.unwrap_or(open);
         let journaled: std::collections::BTreeSet<u16> = records
             .iter()
             .flat_map(|r| r.moves().into_iter().map(|m| m.slot))
@@ -76,7 +83,7 @@ pub async fn recover(service: Arc<Migrations>) {
             if journaled.contains(slot) {
                 continue;
             }
-            repair(&service, &mut conns, *slot, state).await;
+            repair(service, &mut conns, *slot, state).await;
         }
         for record in records {
             let id = record.id.clone();

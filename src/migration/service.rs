@@ -94,6 +94,9 @@ pub struct Migrations {
     registry: Mutex<Registry>,
     observed: Mutex<Option<ObservedRate>>,
     repairs: Mutex<Vec<String>>,
+    /// Set once start-up recovery has finished; jobs wait for it, so recovery never works on
+    /// a slot a new job is moving.
+    recovered: tokio::sync::watch::Sender<bool>,
 }
 
 impl Migrations {
@@ -116,6 +119,7 @@ impl Migrations {
             registry: Mutex::new(Registry::default()),
             observed: Mutex::new(None),
             repairs: Mutex::new(Vec::new()),
+            recovered: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -126,6 +130,26 @@ impl Migrations {
     /// The journal (recovery reads it).
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Marks start-up recovery as finished.
+    pub fn mark_recovered(&self) {
+        self.recovered.send_replace(true);
+    }
+
+    /// Waits (at most 30 s) for start-up recovery before a job may start.
+    async fn wait_recovered(&self) -> Result<(), ApiError> {
+        let mut rx = self.recovered.subscribe();
+        let done = tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|done| *done))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if done {
+            Ok(())
+        } else {
+            Err(ApiError::unavailable(
+                "start-up recovery of open slots is still running; try again shortly",
+            ))
+        }
     }
 
     /// A job by id, active or finished.
@@ -168,6 +192,48 @@ impl Migrations {
             .push(what);
     }
 
+    /// Brings the migration gauges up to date (jobs by state, slots remaining and in flight,
+    /// rate, lease).
+    pub fn publish(&self) {
+        let m = &self.ctx.metrics;
+        let jobs = self.jobs();
+        let (mut remaining, mut in_flight, mut rate) = (0i64, 0i64, 0.0);
+        let mut by_state: std::collections::HashMap<&'static str, i64> = [
+            "pending",
+            "running",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+        ]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+        for job in &jobs {
+            let p = job.lock();
+            *by_state.entry(state_label(p.state)).or_default() += 1;
+            if !p.state.is_final() {
+                remaining += (p.queue.len() + p.open.len() + p.in_flight.len()) as i64;
+                in_flight += p.in_flight.len() as i64;
+            }
+            if p.state == JobState::Running {
+                if let Some(started) = p.run_started {
+                    let secs = started.elapsed().as_secs_f64();
+                    if secs > 0.5 {
+                        rate += p.run_keys as f64 / secs;
+                    }
+                }
+            }
+        }
+        for (state, count) in by_state {
+            m.migration_jobs.with_label_values(&[state]).set(count);
+        }
+        m.migration_slots_remaining.set(remaining);
+        m.migration_slots_in_flight.set(in_flight);
+        m.migration_rate.set(rate);
+        m.migration_lease_held.set(i64::from(self.lease.is_held()));
+    }
+
     /// Checks that no unfinished job already covers one of `moves`' slots.
     pub fn check_conflicts(&self, moves: &[SlotMove]) -> Result<(), ApiError> {
         for job in &self.registry().active {
@@ -193,6 +259,7 @@ impl Migrations {
         if moves.is_empty() {
             return Err(ApiError::bad_request("nothing to move"));
         }
+        self.wait_recovered().await?;
         self.check_conflicts(&moves)?;
         self.lease.acquire().await?;
         let id = format!("{:x}{:04x}", now_ms(), rand::random::<u16>());
@@ -232,13 +299,20 @@ impl Migrations {
         }
         tracing::info!(job = %job.id, kind = ?kind, slots = job.slots_total, "migration job started");
         tokio::spawn(self.clone().run(job.clone()));
+        self.publish();
         Ok(job)
     }
 
     /// Registers a job restored from the journal (recovery); runs it if it was running.
     pub async fn restore(self: &Arc<Self>, job: Arc<Job>) {
         let state = job.lock().state;
-        self.registry().active.push(job.clone());
+        {
+            let mut r = self.registry();
+            if r.active.iter().any(|j| j.id == job.id) {
+                return;
+            }
+            r.active.push(job.clone());
+        }
         if matches!(state, JobState::Running | JobState::Pending) {
             match self.lease.acquire().await {
                 Ok(()) => {
@@ -277,6 +351,7 @@ impl Migrations {
 
     /// Runs a paused or failed job again.
     pub async fn resume(self: &Arc<Self>, id: &str) -> Result<Arc<Job>, ApiError> {
+        self.wait_recovered().await?;
         let job = self
             .job(id)
             .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
@@ -433,6 +508,7 @@ impl Migrations {
         tracing::info!(job = %job.id, state = ?final_state, "migration job stopped");
         self.finish(&job);
         self.lease.release().await;
+        self.publish();
     }
 
     /// Takes slots off the job's queue until it is empty or the job must stop.
@@ -458,6 +534,7 @@ impl Migrations {
             };
             let Some(m) = next else { return };
             job.lock().in_flight.push(m.clone());
+            self.publish();
             let result = self.move_with_retries(&mut conns, &job, &m).await;
             let mut p = job.lock();
             p.in_flight.retain(|x| x != &m);
@@ -465,14 +542,26 @@ impl Migrations {
                 Ok(_) => {
                     p.slots_done += 1;
                     p.run_slots += 1;
+                    self.ctx.metrics.migration_slots.inc();
+                    tracing::debug!(job = %job.id, slot = m.slot, from = %m.from, to = %m.to, "slot moved");
                 }
                 Err(MoveError::Fatal(message)) => {
                     p.skipped += 1;
+                    self.ctx
+                        .metrics
+                        .migration_errors
+                        .with_label_values(&["skipped"])
+                        .inc();
                     drop(p);
                     job.note_error(format!("slot {} skipped: {message}", m.slot));
                     p = job.lock();
                 }
                 Err(MoveError::Retry(message)) => {
+                    self.ctx
+                        .metrics
+                        .migration_errors
+                        .with_label_values(&["halted"])
+                        .inc();
                     p.open.push(m.clone());
                     p.halted = true;
                     p.reason = Some(format!("slot {} left open: {message}", m.slot));
@@ -483,6 +572,7 @@ impl Migrations {
             }
             drop(p);
             self.save(&job, false);
+            self.publish();
         }
     }
 
@@ -511,6 +601,11 @@ impl Migrations {
             match result {
                 Err(MoveError::Retry(message)) if attempt < 4 && !self.lease.is_lost() => {
                     attempt += 1;
+                    self.ctx
+                        .metrics
+                        .migration_errors
+                        .with_label_values(&["retried"])
+                        .inc();
                     job.note_error(format!(
                         "slot {} attempt {attempt}: {message}; retrying",
                         m.slot
@@ -539,6 +634,17 @@ impl Migrations {
             })
         };
         Ok((find(&m.from)?, find(&m.to)?, all.clone()))
+    }
+}
+
+fn state_label(state: JobState) -> &'static str {
+    match state {
+        JobState::Pending => "pending",
+        JobState::Running => "running",
+        JobState::Paused => "paused",
+        JobState::Completed => "completed",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
     }
 }
 

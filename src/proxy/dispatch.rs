@@ -8,12 +8,14 @@ use super::local::{self, ClientState};
 use super::router::Target;
 use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
+use crate::metrics::CommandGroup;
 use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Refusal};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, Request};
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What the session does with a command.
 pub enum Action {
@@ -27,42 +29,92 @@ fn ready(reply: Bytes) -> Action {
     Action::Reply(future::ready(reply).boxed())
 }
 
-/// Decides how to answer `request`.
+/// Decides how to answer `request`, and has the answer counted in the metrics.
 pub fn dispatch(
     shared: &Arc<Shared>,
     client: &mut ClientState,
     lane: usize,
     request: Request,
 ) -> Action {
+    let started = Instant::now();
+    let (action, command, group) = route(shared, client, lane, request);
+    let metrics = shared.metrics.clone();
+    fn name(command: &Option<Arc<CommandInfo>>) -> &str {
+        command.as_ref().map(|i| i.name.as_str()).unwrap_or("other")
+    }
+    match action {
+        Action::Reply(reply) => Action::Reply(
+            async move {
+                let reply = reply.await;
+                metrics.observe_command(name(&command), group, &reply, started.elapsed());
+                reply
+            }
+            .boxed(),
+        ),
+        Action::ReplyAndClose(reply) => {
+            metrics.observe_command(name(&command), group, &reply, started.elapsed());
+            Action::ReplyAndClose(reply)
+        }
+    }
+}
+
+/// The action for `request`, the command it is (when the cluster knows it) and its group.
+fn route(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    request: Request,
+) -> (Action, Option<Arc<CommandInfo>>, CommandGroup) {
+    let rejected = |reply: Bytes| (ready(reply), None, CommandGroup::Rejected);
     let Some(snapshot) = shared.router.topology.snapshot() else {
-        return ready(reply::error(
+        return rejected(reply::error(
             "ERR slotproxy: not connected to the cluster yet (no slot map loaded)",
         ));
     };
     let info = match snapshot.commands.lookup(&request.args) {
         Lookup::Found(info) => info.clone(),
-        Lookup::Unknown => return ready(unknown_command(&request.args)),
+        Lookup::Unknown => return rejected(unknown_command(&request.args)),
         Lookup::UnknownSubcommand(parent) => {
-            return ready(reply::error(&format!(
+            return rejected(reply::error(&format!(
                 "ERR unknown subcommand '{}'. Try {} HELP.",
                 String::from_utf8_lossy(&request.args[1]),
                 parent.name.to_uppercase()
             )))
         }
         Lookup::WrongArity(info) => {
-            return ready(reply::error(&format!(
+            return rejected(reply::error(&format!(
                 "ERR wrong number of arguments for '{}' command",
                 info.name
             )))
         }
     };
+    let group = match info.policy {
+        Policy::Local(_) => CommandGroup::Local,
+        Policy::Refused(_) => CommandGroup::Rejected,
+        Policy::Keyed if info.write => CommandGroup::Write,
+        Policy::Keyed => CommandGroup::Read,
+        Policy::Split(_) => CommandGroup::MultiKey,
+        Policy::AllMasters(_) => CommandGroup::FanOut,
+    };
+    let action = answer(shared, client, lane, request, &info, snapshot);
+    (action, Some(info), group)
+}
+
+fn answer(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    request: Request,
+    info: &Arc<CommandInfo>,
+    snapshot: Arc<Snapshot>,
+) -> Action {
     match info.policy {
         Policy::Local(kind) => local_command(shared, client, lane, kind, request, snapshot),
         Policy::Refused(refusal) => ready(reply::error(&refusal.message(&info.name))),
         Policy::Keyed if info.blocks(&request.args) => ready(reply::error(
             &Refusal::NotYetSupported.message(&format!("{} BLOCK", info.name)),
         )),
-        Policy::Keyed => keyed(shared, lane, &info, request),
+        Policy::Keyed => keyed(shared, lane, info, request),
         Policy::Split(join) => match info.key_positions(&request.args) {
             KeyPositions::Known(positions) if positions.len() <= 1 => {
                 let slot = positions
@@ -80,7 +132,7 @@ pub fn dispatch(
                 };
                 Action::Reply(fanout::split(shared.router.clone(), lane, command).boxed())
             }
-            KeyPositions::AskCluster => keyed(shared, lane, &info, request),
+            KeyPositions::AskCluster => keyed(shared, lane, info, request),
         },
         Policy::AllMasters(join) => Action::Reply(
             fanout::all_masters(shared.router.clone(), snapshot, lane, request.raw, join).boxed(),

@@ -106,6 +106,7 @@ impl Router {
         loop {
             let Some(pool) = node.take() else {
                 if retries >= self.max_retries {
+                    self.exhausted("unreachable");
                     return match target {
                         Target::Slot(_) => reply::error("CLUSTERDOWN Hash slot not served"),
                         Target::AnyMaster => reply::error("ERR slotproxy: no master is known"),
@@ -125,7 +126,11 @@ impl Router {
                 Err(error) => {
                     self.count_error(&error);
                     let timed_out = matches!(error, UpstreamError::Timeout { .. });
-                    if timed_out || (write && error.may_have_run()) || retries >= self.max_retries {
+                    if timed_out || (write && error.may_have_run()) {
+                        return error.to_reply();
+                    }
+                    if retries >= self.max_retries {
+                        self.exhausted("unreachable");
                         return error.to_reply();
                     }
                     self.topology.request_refresh();
@@ -142,6 +147,7 @@ impl Router {
                     self.metrics.redirects.with_label_values(&["moved"]).inc();
                     redirects += 1;
                     if redirects > self.max_redirects {
+                        self.exhausted("redirects");
                         return too_many(&reply);
                     }
                     self.topology.note_moved(slot, addr);
@@ -152,6 +158,7 @@ impl Router {
                     self.metrics.redirects.with_label_values(&["ask"]).inc();
                     redirects += 1;
                     if redirects > self.max_redirects {
+                        self.exhausted("redirects");
                         return too_many(&reply);
                     }
                     node = Some(self.topology.pool_for(addr));
@@ -164,9 +171,11 @@ impl Router {
                         "clusterdown"
                     };
                     self.metrics.redirects.with_label_values(&[label]).inc();
-                    if retries >= self.max_retries
-                        || (retry.tryagain_is_final && label == "tryagain")
-                    {
+                    if retry.tryagain_is_final && label == "tryagain" {
+                        return reply;
+                    }
+                    if retries >= self.max_retries {
+                        self.exhausted(label);
                         return reply;
                     }
                     if label == "clusterdown" {
@@ -179,6 +188,13 @@ impl Router {
                 }
             }
         }
+    }
+
+    fn exhausted(&self, kind: &str) {
+        self.metrics
+            .retries_exhausted
+            .with_label_values(&[kind])
+            .inc();
     }
 
     /// Sends `payload` to one specific node, without redirect handling (fan-out).

@@ -48,16 +48,20 @@ pub async fn run(
                 if write_half.write_all(&out).await.is_err() {
                     return;
                 }
+                shared.metrics.client_bytes_sent.inc_by(out.len() as u64);
                 out.clear();
             }
             frame = requests.next(), if reading && inflight.len() < shared.max_pipeline => match frame {
-                Some(Ok(request)) => match dispatch(&shared, &mut client, lane, request) {
-                    Action::Reply(reply) => inflight.push_back(reply),
-                    Action::ReplyAndClose(last) => {
-                        inflight.push_back(future::ready(last).boxed());
-                        reading = false;
+                Some(Ok(request)) => {
+                    shared.metrics.client_bytes_received.inc_by(request.raw.len() as u64);
+                    match dispatch(&shared, &mut client, lane, request) {
+                        Action::Reply(reply) => inflight.push_back(reply),
+                        Action::ReplyAndClose(last) => {
+                            inflight.push_back(future::ready(last).boxed());
+                            reading = false;
+                        }
                     }
-                },
+                }
                 Some(Err(DecodeError::Protocol(error))) => {
                     shared.metrics.protocol_errors.inc();
                     tracing::debug!(client = %client.peer, %error, "closing client after protocol error");

@@ -104,7 +104,11 @@ pub async fn supervise(
                 first = false;
                 backoff = MIN_BACKOFF;
                 tracing::debug!(node = %addr, "connected");
-                match serve(&addr, stream, &mut jobs).await {
+                let open = metrics.upstream_connections.with_label_values(&[&addr]);
+                open.inc();
+                let ended = serve(&addr, stream, &mut jobs).await;
+                open.dec();
+                match ended {
                     Ended::JobsClosed => return,
                     Ended::Broken(reason) => {
                         tracing::warn!(node = %addr, %reason, "node connection lost; reconnecting");

@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct NodePool {
     addr: Arc<str>,
     lanes: Vec<mpsc::UnboundedSender<Job>>,
+    /// This node's `slotproxy_upstream_requests_total` series, resolved once.
+    requests: prometheus::IntCounter,
 }
 
 impl NodePool {
@@ -35,7 +37,12 @@ impl NodePool {
                 tx
             })
             .collect();
-        Arc::new(NodePool { addr, lanes })
+        let requests = metrics.upstream_requests.with_label_values(&[&addr]);
+        Arc::new(NodePool {
+            addr,
+            lanes,
+            requests,
+        })
     }
 
     /// The node's `host:port`.
@@ -50,6 +57,7 @@ impl NodePool {
         payload: Bytes,
         asking: bool,
     ) -> oneshot::Receiver<ReplyResult> {
+        self.requests.inc();
         let (reply, rx) = oneshot::channel();
         let job = Job {
             payload,
