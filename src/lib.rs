@@ -125,6 +125,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         settings_for_migrations,
     )?;
     tokio::spawn(migration::recovery::recover(migrations.clone()));
+    tokio::spawn(sample_slot_stats(metrics.clone(), shutdown.clone()));
     let admin_state = admin::AdminState {
         topology: topology.clone(),
         metrics,
@@ -141,6 +142,18 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         sessions,
         grace: Duration::from_millis(config.proxy.shutdown_grace_ms),
     })
+}
+
+/// Moves the per-slot rate window forward until `shutdown`.
+async fn sample_slot_stats(metrics: Arc<metrics::Metrics>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(metrics::slot_stats::SAMPLE_EVERY);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => metrics.slot_stats.rotate(),
+        }
+    }
 }
 
 /// Builds the migration service: journal, lease, throttle, per-slot settings.

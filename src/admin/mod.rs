@@ -5,6 +5,8 @@
 //! - `GET /readyz` — 200 once a slot map is loaded, 503 before.
 //! - `GET /metrics` — Prometheus text format.
 //! - `GET /cluster` — masters, slot ranges, map epoch, lease holder, recovery notes.
+//! - `GET /slots/stats?top=N` — the hottest slots (ops/s, owner, keys): per-slot series are
+//!   too many for Prometheus.
 //! - `GET /migrations`, `GET /migrations/{id}` — jobs and their progress.
 //! - `POST /migrations` — move explicit slots from one master to another.
 //! - `POST /rebalance` — plan (`dry_run`) or run a rebalance.
@@ -18,6 +20,7 @@
 mod cluster_routes;
 mod http;
 mod migration_routes;
+mod slot_routes;
 
 use crate::cluster::Topology;
 use crate::metrics::Metrics;
@@ -108,6 +111,10 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
             Ok(response)
         }
         (&Method::GET, ["cluster"]) => cluster_routes::cluster(state).await,
+        (&Method::GET, ["slots", "stats"]) => {
+            let query = req.uri().query().map(str::to_string);
+            slot_routes::stats(state, query.as_deref()).await
+        }
         (&Method::GET, ["migrations"]) => Ok(migration_routes::list(state)),
         (&Method::GET, ["migrations", id]) => migration_routes::get(state, id),
         (&Method::POST, ["migrations"]) => match read_json(req).await {

@@ -3,8 +3,10 @@
 //! process). Metric names are constants here; units are in the names.
 
 mod command;
+pub mod slot_stats;
 
 pub use command::{error_kind, CommandGroup};
+pub use slot_stats::SlotStats;
 
 use prometheus::core::Collector;
 use prometheus::{
@@ -131,6 +133,8 @@ pub struct Metrics {
     pub migration_errors: IntCounterVec,
     /// See [`MIGRATION_LEASE_HELD`].
     pub migration_lease_held: IntGauge,
+    /// Per-slot operation counts (JSON at `GET /slots/stats`, not Prometheus).
+    pub slot_stats: SlotStats,
 }
 
 /// Creates a metric and registers it; names are constants, so this cannot fail in practice.
@@ -256,6 +260,7 @@ impl Metrics {
                 MIGRATION_LEASE_HELD,
                 "1 while this proxy holds the migration lease.",
             ),
+            slot_stats: SlotStats::default(),
             registry: r.clone(),
         };
         #[cfg(target_os = "linux")]

@@ -100,6 +100,9 @@ impl Router {
         retry: Retry,
     ) -> Bytes {
         let write = retry.write;
+        if let Target::Slot(slot) = target {
+            self.metrics.slot_stats.record(slot);
+        }
         let mut node = self.resolve(target, lane);
         let mut asking = false;
         let (mut redirects, mut retries) = (0u32, 0u32);
