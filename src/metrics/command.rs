@@ -19,6 +19,16 @@ pub enum CommandGroup {
 }
 
 impl CommandGroup {
+    /// Every group, for creating the series up front.
+    pub const ALL: [CommandGroup; 6] = [
+        CommandGroup::Read,
+        CommandGroup::Write,
+        CommandGroup::MultiKey,
+        CommandGroup::FanOut,
+        CommandGroup::Local,
+        CommandGroup::Rejected,
+    ];
+
     /// The label value.
     pub fn label(self) -> &'static str {
         match self {

@@ -263,6 +263,7 @@ impl Metrics {
             slot_stats: SlotStats::default(),
             registry: r.clone(),
         };
+        metrics.init_known_labels();
         #[cfg(target_os = "linux")]
         {
             let _ = metrics.registry.register(Box::new(
@@ -270,6 +271,45 @@ impl Metrics {
             ));
         }
         metrics
+    }
+
+    /// Creates every series with a known, bounded label set at 0, so dashboards and alerts
+    /// see them before the first event (Prometheus best practice).
+    fn init_known_labels(&self) {
+        for kind in ["moved", "ask", "tryagain", "clusterdown"] {
+            self.redirects.with_label_values(&[kind]);
+        }
+        for kind in ["redirects", "tryagain", "clusterdown", "unreachable"] {
+            self.retries_exhausted.with_label_values(&[kind]);
+        }
+        for kind in ["busykey", "ioerr", "retried", "skipped", "halted"] {
+            self.migration_errors.with_label_values(&[kind]);
+        }
+        for state in [
+            "pending",
+            "running",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled",
+        ] {
+            self.migration_jobs.with_label_values(&[state]);
+        }
+        for cause in ["startup", "periodic", "redirect", "admin"] {
+            self.slot_map_refreshes.with_label_values(&[cause]);
+        }
+        for group in CommandGroup::ALL {
+            self.command_duration.with_label_values(&[group.label()]);
+        }
+    }
+
+    /// Creates a node's series at 0 when its pool starts.
+    pub fn init_node(&self, node: &str) {
+        for kind in ["connect", "connection_lost", "timeout"] {
+            self.upstream_errors.with_label_values(&[node, kind]);
+        }
+        self.upstream_reconnects.with_label_values(&[node]);
+        self.upstream_connections.with_label_values(&[node]);
     }
 
     /// Records a successful slot-map refresh.

@@ -37,6 +37,7 @@ impl NodePool {
                 tx
             })
             .collect();
+        metrics.init_node(&addr);
         let requests = metrics.upstream_requests.with_label_values(&[&addr]);
         Arc::new(NodePool {
             addr,
