@@ -187,15 +187,32 @@ impl ClusterSection {
 pub struct LogSection {
     /// A tracing filter such as `info` or `slotproxy=debug,info` (`RUST_LOG` wins when set).
     pub level: String,
+    /// `text` for people, `json` (one object per line) for log collectors.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }
+
+/// Environment variable that overrides `admin.token`, so the secret need not sit in a file
+/// (a Kubernetes Secret or a systemd credential can provide it).
+pub const ADMIN_TOKEN_ENV: &str = "SLOTPROXY_ADMIN_TOKEN";
 
 /// A configuration problem, worded for the operator who has to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -255,6 +272,12 @@ impl Config {
             None => (Config::default(), None),
         };
         let mut from_cli = Vec::new();
+        if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
+            if !token.is_empty() {
+                config.admin.token = token;
+                from_cli.push("admin.token");
+            }
+        }
         if let Some(listen) = &overrides.listen {
             config.proxy.listen = listen.clone();
             from_cli.push("proxy.listen");
@@ -273,7 +296,7 @@ impl Config {
         }
         config.validate().map_err(|(field, message)| {
             let location = if from_cli.contains(&field) {
-                "command line".to_string()
+                "command line or environment".to_string()
             } else {
                 match &source {
                     Some((path, text)) => match field_line(text, field) {

@@ -27,6 +27,10 @@ struct Cli {
     /// Cluster seed nodes, host:port[,host:port…]; overrides cluster.seeds.
     #[arg(long, value_name = "A,B")]
     seeds: Option<String>,
+    /// Only check the configuration (file, overrides, environment) and exit: 0 when valid,
+    /// 64 with the file, line and field otherwise.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -43,12 +47,20 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if cli.check {
+        println!("slotproxy: configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log.format == slotproxy::config::LogFormat::Json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.proxy.worker_threads > 0 {
