@@ -71,7 +71,7 @@ impl Default for ProxySection {
 }
 
 /// `[admin]`: the HTTP listener for health, readiness and metrics.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Address of the HTTP admin and metrics listener.
@@ -79,6 +79,36 @@ pub struct AdminSection {
     /// Bearer token required by mutating routes (`POST …`); empty: no token. Required when
     /// `listen` is not a loopback address.
     pub token: String,
+}
+
+/// Shows `"<redacted>"` for a set secret, so a config printed in a log never leaks it.
+pub fn redact(secret: &str) -> &'static str {
+    if secret.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("listen", &self.listen)
+            .field("token", &redact(&self.token))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClusterSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSection")
+            .field("seeds", &self.seeds)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("connections_per_node", &self.connections_per_node)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AdminSection {
@@ -125,7 +155,7 @@ impl Default for MigrationSection {
 }
 
 /// `[cluster]`: the Redis Cluster behind the proxy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
     /// Nodes to ask for the slot map at start (`host:port`); any one reachable node is enough.

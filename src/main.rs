@@ -61,6 +61,8 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
+    // Secrets print as "<redacted>" (see config::redact).
+    tracing::debug!(?config, "configuration");
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.proxy.worker_threads > 0 {

@@ -320,6 +320,7 @@ impl MoveContext {
     ) -> Result<u64, MoveError> {
         let s = slot.to_string();
         let s = s.as_bytes();
+        tracing::debug!(target_node = %to.addr, "step 1: SETSLOT IMPORTING on the target");
         match self
             .call(
                 conns,
@@ -337,6 +338,7 @@ impl MoveContext {
             }
             Err(text) => return Err(classify(&text, &to.addr, &[b"SETSLOT IMPORTING"])),
         }
+        tracing::debug!(source_node = %from.addr, "step 2: SETSLOT MIGRATING on the source");
         match self
             .call(
                 conns,
@@ -364,9 +366,11 @@ impl MoveContext {
             }
             Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT MIGRATING"])),
         }
+        tracing::debug!("step 3: MIGRATE the keys");
         let moved = self
             .drain_slot(conns, slot, &from.addr, &to.addr, false, on_batch)
             .await?;
+        tracing::debug!(keys = moved, "step 4: the source is empty");
         self.hand_over(conns, slot, from, to, others).await?;
         Ok(moved)
     }
@@ -382,6 +386,7 @@ impl MoveContext {
         others: &[Endpoint],
     ) -> Result<(), MoveError> {
         let s = slot.to_string();
+        tracing::debug!("step 5: SETSLOT NODE on the target, the source, every other master");
         let args: [&[u8]; 5] = [
             b"CLUSTER",
             b"SETSLOT",
@@ -415,6 +420,7 @@ impl MoveContext {
             }
         }
         self.topology.set_owner(slot, &to.addr);
+        tracing::debug!(owner = %to.addr, "step 6: the proxy's map points at the new owner");
         Ok(())
     }
 }

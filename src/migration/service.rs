@@ -535,7 +535,11 @@ impl Migrations {
             let Some(m) = next else { return };
             job.lock().in_flight.push(m.clone());
             self.publish();
-            let result = self.move_with_retries(&mut conns, &job, &m).await;
+            // Every log line of this slot's move carries the job, the slot and both nodes.
+            let span = tracing::info_span!("slot_move", job = %job.id, slot = m.slot, from = %m.from, to = %m.to);
+            let result =
+                tracing::Instrument::instrument(self.move_with_retries(&mut conns, &job, &m), span)
+                    .await;
             let mut p = job.lock();
             p.in_flight.retain(|x| x != &m);
             match result {

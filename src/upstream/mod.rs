@@ -13,7 +13,7 @@ pub mod pool;
 use std::time::Duration;
 
 /// How to reach nodes; shared by every pool.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// TCP connect timeout.
     pub connect_timeout: Duration,
@@ -23,6 +23,17 @@ pub struct Settings {
     pub password: String,
     /// Connections per node.
     pub connections_per_node: usize,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("username", &self.username)
+            .field("password", &crate::config::redact(&self.password))
+            .field("connections_per_node", &self.connections_per_node)
+            .finish()
+    }
 }
 
 impl Settings {
