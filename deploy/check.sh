@@ -14,6 +14,7 @@ die() { echo "deploy/check.sh: error: $*" >&2; exit 1; }
 say() { echo "deploy/check.sh: $*"; }
 
 [ -x "$BIN" ] || die "no slotproxy binary at $BIN (cargo build first)"
+BIN=$(realpath "$BIN")
 command -v promtool >/dev/null || die "promtool missing: apt-get install -y prometheus"
 command -v python3 >/dev/null || die "python3 missing: apt-get install -y python3 python3-venv"
 
