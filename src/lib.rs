@@ -107,6 +107,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         started: Instant::now(),
         next_client_id: AtomicU64::new(1),
         listen_port: client_addr.port(),
+        scripts: proxy::scripts::ScriptCache::default(),
     });
 
     let shutdown = CancellationToken::new();

@@ -23,8 +23,13 @@ pub enum Join {
     SumIntegers,
     /// KEYS: the union of array replies.
     Concat,
-    /// RANDOMKEY: the first non-nil reply.
+    /// RANDOMKEY, SCRIPT LOAD: the first non-nil reply.
     FirstNonNil,
+    /// SCRIPT KILL: `+OK` when any node says OK (the one running the script), else the first
+    /// error.
+    AnyOk,
+    /// SCRIPT EXISTS: per position, 1 only when every node answers 1.
+    AllIntegersAnd,
 }
 
 /// Commands the proxy answers itself.
@@ -63,6 +68,8 @@ pub enum Policy {
     AllMasters(Join),
     /// Answer in the proxy.
     Local(Local),
+    /// `SCAN`: every master in turn, with one cursor.
+    Scan,
     /// Refuse with this reason.
     Refused(Refusal),
 }
@@ -124,6 +131,15 @@ fn policy_override(name: &str) -> Option<Policy> {
         "keys" => AllMasters(Concat),
         "randomkey" => AllMasters(FirstNonNil),
         "config|get" | "command" | "acl|whoami" | "acl|cat" => Keyed,
+        "scan" => Scan,
+        // Scripts and functions live on every master, so any node can run them.
+        "script|load" | "function|load" => AllMasters(FirstNonNil),
+        "script|flush" | "function|flush" | "function|delete" | "function|restore" => {
+            AllMasters(AllOk)
+        }
+        "script|exists" => AllMasters(AllIntegersAnd),
+        "script|kill" | "function|kill" => AllMasters(AnyOk),
+        "script|debug" => Refused(Refusal::NotYetSupported),
         "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
         | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
             Refused(Refusal::ClusterAdmin)
@@ -131,9 +147,7 @@ fn policy_override(name: &str) -> Option<Policy> {
         "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "unsubscribe"
         | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" | "blpop" | "brpop"
         | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "wait"
-        | "waitaof" | "scan" | "script" | "function" | "monitor" => {
-            Refused(Refusal::NotYetSupported)
-        }
+        | "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
         "debug"
         | "config"
         | "acl"

@@ -94,8 +94,14 @@ fn route(
         Policy::Keyed if info.write => CommandGroup::Write,
         Policy::Keyed => CommandGroup::Read,
         Policy::Split(_) => CommandGroup::MultiKey,
-        Policy::AllMasters(_) => CommandGroup::FanOut,
+        Policy::AllMasters(_) | Policy::Scan => CommandGroup::FanOut,
     };
+    match info.name.as_str() {
+        "eval" | "eval_ro" if request.args.len() > 1 => shared.scripts.remember(&request.args[1]),
+        "script|load" if request.args.len() > 2 => shared.scripts.remember(&request.args[2]),
+        "script|flush" => shared.scripts.clear(),
+        _ => {}
+    }
     let action = answer(shared, client, lane, request, &info, snapshot);
     (action, Some(info), group)
 }
@@ -114,7 +120,13 @@ fn answer(
         Policy::Keyed if info.blocks(&request.args) => ready(reply::error(
             &Refusal::NotYetSupported.message(&format!("{} BLOCK", info.name)),
         )),
+        Policy::Keyed if matches!(info.name.as_str(), "evalsha" | "evalsha_ro") => {
+            evalsha(shared, lane, info, request)
+        }
         Policy::Keyed => keyed(shared, lane, info, request),
+        Policy::Scan => Action::Reply(
+            super::scan::scan(shared.router.clone(), snapshot, lane, request.args).boxed(),
+        ),
         Policy::Split(join) => match info.key_positions(&request.args) {
             KeyPositions::Known(positions) if positions.len() <= 1 => {
                 let slot = positions
@@ -182,6 +194,34 @@ fn keyed(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request
             )
         }
     }
+}
+
+/// `EVALSHA`: routed like any keyed command, with NOSCRIPT healed (see [`super::scripts`]).
+fn evalsha(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request) -> Action {
+    let KeyPositions::Known(positions) = info.key_positions(&request.args) else {
+        return keyed(shared, lane, info, request);
+    };
+    let target = match common_slot(positions.iter().map(|&p| &request.args[p])) {
+        Ok(slot) => slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
+        Err(crossslot) => return ready(crossslot),
+    };
+    let shared = shared.clone();
+    let write = info.write;
+    let sha = request.args.get(1).cloned().unwrap_or_default();
+    Action::Reply(
+        async move {
+            super::scripts::evalsha(
+                &shared.router,
+                &shared.scripts,
+                lane,
+                target,
+                (request.raw, sha),
+                write,
+            )
+            .await
+        }
+        .boxed(),
+    )
 }
 
 /// The slot all keys share (`None` without keys), or the CROSSSLOT error.

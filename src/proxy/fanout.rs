@@ -166,6 +166,12 @@ pub async fn all_masters(
             .map(|pool| router.send_to_node(pool, lane, payload.clone())),
     )
     .await;
+    if join == Join::AnyOk {
+        return match replies.iter().find(|r| &r[..] == b"+OK\r\n") {
+            Some(ok) => ok.clone(),
+            None => replies.first().cloned().unwrap_or_else(reply::ok),
+        };
+    }
     if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
         return error.clone();
     }
@@ -198,11 +204,33 @@ fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
             }
             reply::array_of_raw(&all)
         }
-        Join::FirstNonNil => replies
+        Join::FirstNonNil | Join::AnyOk => replies
             .iter()
             .find(|r| &r[..] != b"$-1\r\n")
             .cloned()
             .unwrap_or_else(reply::null),
+        Join::AllIntegersAnd => {
+            let mut all: Option<Vec<i64>> = None;
+            for raw in replies {
+                let Some(values) = scan::array_elements(raw).and_then(|e| {
+                    e.iter()
+                        .map(|v| scan::integer(v))
+                        .collect::<Option<Vec<i64>>>()
+                }) else {
+                    return unexpected(raw);
+                };
+                all = Some(match all {
+                    None => values,
+                    Some(acc) => acc.iter().zip(&values).map(|(a, b)| (*a).min(*b)).collect(),
+                });
+            }
+            let joined: Vec<Bytes> = all
+                .unwrap_or_default()
+                .into_iter()
+                .map(reply::integer)
+                .collect();
+            reply::array_of_raw(&joined)
+        }
     }
 }
 

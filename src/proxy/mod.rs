@@ -6,6 +6,8 @@ pub mod fanout;
 pub mod listener;
 pub mod local;
 pub mod router;
+pub mod scan;
+pub mod scripts;
 pub mod session;
 
 use crate::metrics::Metrics;
@@ -34,4 +36,6 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// The client port (INFO tcp_port).
     pub listen_port: u16,
+    /// Script bodies seen, to heal NOSCRIPT on nodes that never saw a script.
+    pub scripts: scripts::ScriptCache,
 }
