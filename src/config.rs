@@ -26,6 +26,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// `[migration]`
     pub migration: MigrationSection,
+    /// `[auth]`
+    pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -120,6 +122,45 @@ impl Default for AdminSection {
     }
 }
 
+/// `[auth]`: what clients must send with AUTH (or HELLO … AUTH) before anything else. These
+/// are the proxy's own credentials; the nodes' are `cluster.username`/`cluster.password` and are
+/// never taken from clients.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Password of the `default` user (`AUTH <password>`); empty: no password.
+    pub requirepass: String,
+    /// Further users (`AUTH <name> <password>`).
+    pub users: Vec<AuthUser>,
+}
+
+/// One `[[auth.users]]` entry.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthUser {
+    /// User name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.users.iter().map(|u| u.name.as_str()).collect();
+        f.debug_struct("AuthSection")
+            .field("requirepass", &redact(&self.requirepass))
+            .field("users", &names)
+            .finish()
+    }
+}
+
+impl AuthSection {
+    /// True when clients must authenticate before anything else.
+    pub fn required(&self) -> bool {
+        !self.requirepass.is_empty() || !self.users.is_empty()
+    }
+}
+
 /// `[migration]`: how the proxy moves slots between masters.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -138,6 +179,9 @@ pub struct MigrationSection {
     pub lease_ttl_ms: u64,
     /// Finished jobs kept for `GET /migrations`.
     pub history: usize,
+    /// At start, an open slot no journal explains is repaired only if it stays unchanged
+    /// this long (it may be another tool's migration in progress).
+    pub repair_grace_ms: u64,
 }
 
 impl Default for MigrationSection {
@@ -150,6 +194,7 @@ impl Default for MigrationSection {
             migrate_timeout_ms: 5000,
             lease_ttl_ms: 15_000,
             history: 100,
+            repair_grace_ms: 10_000,
         }
     }
 }
@@ -413,6 +458,33 @@ impl Config {
                 "admin.token",
                 "a token is required when admin.listen is not a loopback address".into(),
             ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for user in &self.auth.users {
+            if user.name.is_empty() || user.name.contains(char::is_whitespace) {
+                return Err((
+                    "auth.users",
+                    format!("user name {:?} must be one word", user.name),
+                ));
+            }
+            if user.name == "default" {
+                return Err((
+                    "auth.users",
+                    "the default user's password is auth.requirepass".into(),
+                ));
+            }
+            if user.password.is_empty() {
+                return Err((
+                    "auth.users",
+                    format!("user {:?} needs a password", user.name),
+                ));
+            }
+            if !names.insert(user.name.as_str()) {
+                return Err((
+                    "auth.users",
+                    format!("user {:?} is listed twice", user.name),
+                ));
+            }
         }
         let m = &self.migration;
         if m.batch_keys == 0 || m.batch_keys > 10_000 {

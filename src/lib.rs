@@ -108,6 +108,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         next_client_id: AtomicU64::new(1),
         listen_port: client_addr.port(),
         scripts: proxy::scripts::ScriptCache::default(),
+        auth: config.auth.clone(),
     });
 
     let shutdown = CancellationToken::new();
@@ -190,6 +191,7 @@ fn start_migrations(
         journal,
         m.parallel_slots,
         m.history,
+        Duration::from_millis(m.repair_grace_ms),
     ))
 }
 

@@ -140,7 +140,7 @@ fn slots_left_open_by_hand_are_repaired_at_start() {
     ]);
     assert_eq!(cluster.open_slots().len(), 3);
 
-    let proxy = TestProxy::start(&cluster);
+    let proxy = TestProxy::start_with(&cluster, |c| c.migration.repair_grace_ms = 1000);
     common::wait_until(
         Duration::from_secs(30),
         "recovery to close the open slots",

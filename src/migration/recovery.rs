@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What the masters say about one slot.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct SlotState {
     /// Nodes that claim the slot in their own view.
     claimants: Vec<String>,
@@ -32,6 +32,9 @@ struct SlotState {
     migrating: Vec<(String, String)>,
     /// (node, source) pairs.
     importing: Vec<(String, String)>,
+    /// Keys of the slot on each node with a marker: a count that changes means someone is
+    /// still moving the slot.
+    counts: Vec<(String, i64)>,
 }
 
 /// Runs once after start: repairs open slots and resumes journaled jobs; new jobs wait
@@ -78,6 +81,14 @@ async fn recover_inner(service: &Arc<Migrations>) {
             .iter()
             .flat_map(|r| r.moves().into_iter().map(|m| m.slot))
             .collect();
+        // A slot no journal explains may be an operator's tool (redis-cli) at work right now:
+        // only slots that stay exactly as they are through the grace period are repaired.
+        let mut open = open;
+        if open.keys().any(|s| !journaled.contains(s)) {
+            tokio::time::sleep(service.repair_grace).await;
+            let later = open_slots(service).await.unwrap_or_default();
+            open.retain(|slot, state| journaled.contains(slot) || later.get(slot) == Some(state));
+        }
         let mut conns = Conns::new(service.ctx.settings.clone());
         for (slot, state) in &open {
             if journaled.contains(slot) {
@@ -145,6 +156,23 @@ async fn open_slots(service: &Migrations) -> Result<BTreeMap<u16, SlotState>, St
             .filter(|l| l.owns(*slot))
             .map(|l| l.id.clone())
             .collect();
+        let marked: Vec<&String> = state
+            .migrating
+            .iter()
+            .chain(state.importing.iter())
+            .map(|(node, _)| node)
+            .collect();
+        for node in marked {
+            let Some(addr) = lines.iter().find(|l| &l.id == node).map(|l| l.addr.clone()) else {
+                continue;
+            };
+            let count = service
+                .ctx
+                .count_in_slot(&mut conns, &addr, *slot)
+                .await
+                .map_err(|e| e.to_string())?;
+            state.counts.push((node.clone(), count));
+        }
     }
     Ok(open)
 }

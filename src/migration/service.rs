@@ -87,6 +87,8 @@ pub struct Migrations {
     pub topology: Arc<Topology>,
     /// The cluster-wide lease.
     pub lease: Arc<Lease>,
+    /// How long an unexplained open slot must stay unchanged before recovery repairs it.
+    pub repair_grace: Duration,
     journal: Journal,
     journal_lock: Mutex<()>,
     parallel_slots: usize,
@@ -107,8 +109,10 @@ impl Migrations {
         journal: Journal,
         parallel_slots: usize,
         history_len: usize,
+        repair_grace: Duration,
     ) -> Arc<Migrations> {
         Arc::new(Migrations {
+            repair_grace,
             topology: ctx.topology.clone(),
             ctx,
             lease,

@@ -104,7 +104,15 @@ pub struct Limits {
     pub max_args: usize,
     /// Largest whole request.
     pub max_request: usize,
+    /// The client has not authenticated yet: Redis's pre-auth limits apply (10 arguments,
+    /// 16 KiB bulk strings), with Redis's error texts.
+    pub unauthenticated: bool,
 }
+
+/// Most arguments before authentication (as Redis).
+const PRE_AUTH_ARGS: i64 = 10;
+/// Longest bulk string before authentication (as Redis).
+const PRE_AUTH_BULK: i64 = 16 * 1024;
 
 impl Limits {
     /// The limits configured in `[proxy]`.
@@ -114,6 +122,15 @@ impl Limits {
             max_bulk: p.max_bulk_bytes,
             max_args: p.max_args,
             max_request: p.max_request_bytes,
+            unauthenticated: false,
+        }
+    }
+
+    /// These limits for a client that still has to authenticate.
+    pub fn pre_auth(self) -> Limits {
+        Limits {
+            unauthenticated: true,
+            ..self
         }
     }
 }
@@ -154,6 +171,11 @@ impl RequestDecoder {
         }
     }
 
+    /// Changes the limits (after the client authenticates, or is reset).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     fn decode_multibulk(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
         let limits = self.limits;
         let mut partial = match self.partial.take() {
@@ -168,6 +190,9 @@ impl RequestDecoder {
                 let argc = parse_i64(&src[1..end])
                     .filter(|&n| n <= limits.max_args as i64)
                     .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+                if limits.unauthenticated && argc > PRE_AUTH_ARGS {
+                    return Err(ProtocolError::new("unauthenticated multibulk length"));
+                }
                 if argc <= 0 {
                     // Redis ignores empty multibulks.
                     let _ = src.split_to(end + 2);
@@ -203,8 +228,11 @@ impl RequestDecoder {
             };
             let len = parse_i64(&window[1..end])
                 .filter(|&n| n >= 0 && n as u64 <= limits.max_bulk as u64)
-                .ok_or_else(|| ProtocolError::new("invalid bulk length"))?
-                as usize;
+                .ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
+            if limits.unauthenticated && len > PRE_AUTH_BULK {
+                return Err(ProtocolError::new("unauthenticated bulk length"));
+            }
+            let len = len as usize;
             let start = pos + end + 2;
             if start + len > limits.max_request {
                 return Err(ProtocolError::new(format!(
@@ -339,6 +367,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
+            unauthenticated: false,
             max_inline: 64 * 1024,
             max_bulk: 1024,
             max_args: 100,

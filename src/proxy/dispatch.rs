@@ -88,6 +88,13 @@ fn route(
             )))
         }
     };
+    if !client.authenticated && !super::auth::allowed_before_auth(&info.name) {
+        return (
+            ready(reply::error(super::auth::NOAUTH)),
+            Some(info),
+            CommandGroup::Rejected,
+        );
+    }
     let group = match info.policy {
         Policy::Local(_) => CommandGroup::Local,
         Policy::Refused(_) => CommandGroup::Rejected,
@@ -264,13 +271,18 @@ fn local_command(
         Local::Echo => ready(reply::bulk(args[1].clone())),
         Local::Select => ready(local::select(args)),
         Local::Quit => Action::ReplyAndClose(reply::ok()),
-        Local::Hello => ready(local::hello(args, client, &snapshot)),
+        Local::Hello => ready(local::hello(args, client, &snapshot, &shared.auth)),
         Local::Reset => {
             client.name = None;
+            client.authenticated = !shared.auth.required();
             ready(reply::simple("RESET"))
         }
         Local::Client => ready(local::client(args, client)),
-        Local::Auth => ready(local::auth()),
+        Local::Auth => {
+            let (reply, ok) = super::auth::auth(&shared.auth, args);
+            client.authenticated |= ok;
+            ready(reply)
+        }
         Local::KeySlot => ready(local::keyslot(args)),
         Local::Info => {
             let sections = args[1..]

@@ -52,6 +52,7 @@ pub async fn run(
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
+            authenticated: !shared.auth.required(),
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();

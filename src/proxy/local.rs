@@ -20,6 +20,8 @@ pub struct ClientState {
     pub peer: String,
     /// Local address, for CLIENT INFO.
     pub local: String,
+    /// AUTH succeeded, or no authentication is configured.
+    pub authenticated: bool,
 }
 
 fn bulk_str(s: &str) -> BytesFrame {
@@ -43,20 +45,18 @@ pub fn select(args: &[Bytes]) -> Bytes {
     }
 }
 
-/// AUTH: the proxy has no password of its own yet, so answer as a passwordless Redis does.
-pub fn auth() -> Bytes {
-    reply::error(
-        "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-    )
-}
-
 /// CLUSTER KEYSLOT key, computed locally.
 pub fn keyslot(args: &[Bytes]) -> Bytes {
     reply::integer(i64::from(key_slot(&args[2])))
 }
 
 /// HELLO [protover [AUTH user pass] [SETNAME name]]
-pub fn hello(args: &[Bytes], client: &mut ClientState, snapshot: &Snapshot) -> Bytes {
+pub fn hello(
+    args: &[Bytes],
+    client: &mut ClientState,
+    snapshot: &Snapshot,
+    auth: &crate::config::AuthSection,
+) -> Bytes {
     let mut i = 1;
     if let Some(version) = args.get(1) {
         match crate::protocol::parse_i64(version) {
@@ -72,7 +72,13 @@ pub fn hello(args: &[Bytes], client: &mut ClientState, snapshot: &Snapshot) -> B
     while i < args.len() {
         let option = args[i].to_ascii_lowercase();
         match (option.as_slice(), args.len() - i - 1) {
-            (b"auth", n) if n >= 2 => i += 3,
+            (b"auth", n) if n >= 2 => {
+                if !super::auth::check(auth, Some(&args[i + 1]), &args[i + 2]) {
+                    return reply::error(super::auth::WRONGPASS);
+                }
+                client.authenticated = true;
+                i += 3;
+            }
             (b"setname", n) if n >= 1 => {
                 if let Err(e) = set_name(client, &args[i + 1]) {
                     return e;
@@ -86,6 +92,11 @@ pub fn hello(args: &[Bytes], client: &mut ClientState, snapshot: &Snapshot) -> B
                 ))
             }
         }
+    }
+    if !client.authenticated {
+        return reply::error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
+        );
     }
     reply::encode(&BytesFrame::Array(vec![
         bulk_str("server"),

@@ -1,6 +1,7 @@
 //! The client side: accept connections, run one session per client, turn each command into
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
+pub mod auth;
 pub mod dispatch;
 pub mod fanout;
 pub mod listener;
@@ -38,4 +39,6 @@ pub struct Shared {
     pub listen_port: u16,
     /// Script bodies seen, to heal NOSCRIPT on nodes that never saw a script.
     pub scripts: scripts::ScriptCache,
+    /// Client credentials (`[auth]`).
+    pub auth: crate::config::AuthSection,
 }

@@ -28,7 +28,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let (read_half, mut write_half) = stream.into_split();
-    let mut requests = FramedRead::new(read_half, RequestDecoder::new(shared.limits));
+    let limits = |authenticated: bool| match authenticated {
+        true => shared.limits,
+        false => shared.limits.pre_auth(),
+    };
+    let mut requests =
+        FramedRead::new(read_half, RequestDecoder::new(limits(client.authenticated)));
     let mut inflight: FuturesOrdered<BoxFuture<'static, Bytes>> = FuturesOrdered::new();
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut client = client;
@@ -54,7 +59,12 @@ pub async fn run(
             frame = requests.next(), if reading && inflight.len() < shared.max_pipeline => match frame {
                 Some(Ok(request)) => {
                     shared.metrics.client_bytes_received.inc_by(request.raw.len() as u64);
-                    match dispatch(&shared, &mut client, lane, request) {
+                    let was_authenticated = client.authenticated;
+                    let action = dispatch(&shared, &mut client, lane, request);
+                    if client.authenticated != was_authenticated {
+                        requests.decoder_mut().set_limits(limits(client.authenticated));
+                    }
+                    match action {
                         Action::Reply(reply) => inflight.push_back(reply),
                         Action::ReplyAndClose(last) => {
                             inflight.push_back(future::ready(last).boxed());

@@ -403,6 +403,8 @@ impl TestProxy {
         let data_dir = tempfile::tempdir().expect("tempdir");
         config.migration.data_dir = data_dir.path().to_path_buf();
         config.migration.lease_ttl_ms = 3000;
+        // Tests that hold slots open by hand must not see the proxy "repair" them.
+        config.migration.repair_grace_ms = 600_000;
         tweak(&mut config);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

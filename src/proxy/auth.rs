@@ -1,0 +1,84 @@
+//! Client authentication at the proxy: `AUTH [user] password` and `HELLO … AUTH user pass`
+//! against `[auth]`. Until a client has authenticated it may only send AUTH, HELLO, QUIT and
+//! RESET (everything else: `-NOAUTH`), and its requests are held to Redis's pre-auth limits
+//! (at most 10 arguments, bulk strings of at most 16 KiB), so an unauthenticated stranger
+//! cannot make the proxy buffer much.
+
+use crate::config::AuthSection;
+use crate::protocol::reply;
+use bytes::Bytes;
+
+/// Redis's reply to a command sent before authenticating.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+/// Redis's reply to bad credentials.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Commands allowed before authenticating (Redis's `no-auth` flag).
+pub fn allowed_before_auth(command: &str) -> bool {
+    matches!(command, "auth" | "hello" | "quit" | "reset")
+}
+
+/// Checks `user` (None: `default`) and `password` against the configuration.
+pub fn check(config: &AuthSection, user: Option<&[u8]>, password: &[u8]) -> bool {
+    match user {
+        None | Some(b"default") => {
+            // Without a requirepass the default user takes any password, as in Redis.
+            config.requirepass.is_empty() || same(password, config.requirepass.as_bytes())
+        }
+        Some(name) => config
+            .users
+            .iter()
+            .any(|u| u.name.as_bytes() == name && same(password, u.password.as_bytes())),
+    }
+}
+
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `AUTH [user] password`: the reply, and whether the client is now authenticated.
+pub fn auth(config: &AuthSection, args: &[Bytes]) -> (Bytes, bool) {
+    let (user, password) = match args.len() {
+        2 => (None, &args[1]),
+        3 => (Some(&args[1][..]), &args[2]),
+        _ => return (reply::error("ERR syntax error"), false),
+    };
+    if !config.required() && user.is_none() {
+        return (
+            reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+            false,
+        );
+    }
+    if check(config, user, password) {
+        (reply::ok(), true)
+    } else {
+        (reply::error(WRONGPASS), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthUser;
+
+    #[test]
+    fn users_and_default() {
+        let config = AuthSection {
+            requirepass: "pw".into(),
+            users: vec![AuthUser {
+                name: "app".into(),
+                password: "apppw".into(),
+            }],
+        };
+        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        assert!(auth(&config, &[b("AUTH"), b("pw")]).1);
+        assert!(auth(&config, &[b("AUTH"), b("default"), b("pw")]).1);
+        assert!(auth(&config, &[b("AUTH"), b("app"), b("apppw")]).1);
+        let (reply, ok) = auth(&config, &[b("AUTH"), b("app"), b("pw")]);
+        assert!(!ok && reply.starts_with(b"-WRONGPASS"));
+        assert!(!auth(&config, &[b("AUTH"), b("nobody"), b("apppw")]).1);
+        assert!(allowed_before_auth("hello") && !allowed_before_auth("get"));
+    }
+}
