@@ -108,6 +108,34 @@ impl Refusal {
     }
 }
 
+impl Policy {
+    /// How the proxy serves a command with this policy, in a few words (for
+    /// `docs/commands.md`).
+    pub fn describe(&self, info: &CommandInfo) -> String {
+        match self {
+            Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
+                "routed by key (BLOCK: not supported yet)".into()
+            }
+            Policy::Keyed
+                if info.specs.is_empty() && info.legacy.first == 0 && !info.movable_keys =>
+            {
+                "any master (keyless)".into()
+            }
+            Policy::Keyed => "routed by key".into(),
+            Policy::Split(join) => format!("split by slot, joined ({join:?})"),
+            Policy::AllMasters(join) => format!("every master, joined ({join:?})"),
+            Policy::Local(_) => "answered by the proxy".into(),
+            Policy::Scan => "every master, one cursor".into(),
+            Policy::Refused(Refusal::ClusterAdmin) => {
+                "refused: topology belongs to the proxy".into()
+            }
+            Policy::Refused(Refusal::NodeAdmin) => "refused: administers single nodes".into(),
+            Policy::Refused(Refusal::MultiDb) => "refused: only database 0 exists".into(),
+            Policy::Refused(Refusal::NotYetSupported) => "not supported yet".into(),
+        }
+    }
+}
+
 /// Policy overrides by command name (`parent|sub` for subcommands).
 fn policy_override(name: &str) -> Option<Policy> {
     use Join::*;
@@ -230,6 +258,17 @@ pub struct CommandTable {
 }
 
 impl CommandTable {
+    /// Every command and subcommand, sorted by name (for the compatibility document).
+    pub fn all(&self) -> Vec<Arc<CommandInfo>> {
+        let mut all: Vec<Arc<CommandInfo>> = Vec::new();
+        for info in self.commands.values() {
+            all.push(info.clone());
+            all.extend(info.subcommands.values().cloned());
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// Builds the table from a raw `COMMAND` reply.
     pub fn from_command_reply(raw: &Bytes) -> Result<CommandTable, String> {
         let (frame, _) = redis_protocol::resp2::decode::decode_bytes(raw)
