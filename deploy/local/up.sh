@@ -129,5 +129,12 @@ Try:
   curl -s 127.0.0.1:$ADMIN_PORT/readyz
   curl -s 127.0.0.1:$ADMIN_PORT/metrics | grep ^slotproxy_
 
+Rebalance onto the spare 7003 while clients keep working:
+  curl -s 127.0.0.1:$ADMIN_PORT/cluster
+  curl -s -XPOST 127.0.0.1:$ADMIN_PORT/rebalance -d '{"use_empty_masters":true,"dry_run":true}'
+  curl -s -XPOST 127.0.0.1:$ADMIN_PORT/rebalance -d '{"use_empty_masters":true}'
+  curl -s 127.0.0.1:$ADMIN_PORT/migrations
+  redis-cli --cluster check 127.0.0.1:7000
+
 Stop everything: deploy/local/down.sh
 MSG
