@@ -69,6 +69,16 @@ pub const MIGRATION_ERRORS: &str = "slotproxy_migration_errors_total";
 /// 1 while this proxy holds the migration lease.
 pub const MIGRATION_LEASE_HELD: &str = "slotproxy_migration_lease_held";
 
+/// Values of the `state` label of [`MIGRATION_JOBS`].
+pub const JOB_STATES: [&str; 6] = [
+    "pending",
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "cancelled",
+];
+
 /// Latency buckets: 50 µs to about 1 s.
 const DURATION_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -285,14 +295,7 @@ impl Metrics {
         for kind in ["busykey", "ioerr", "retried", "skipped", "halted"] {
             self.migration_errors.with_label_values(&[kind]);
         }
-        for state in [
-            "pending",
-            "running",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-        ] {
+        for state in JOB_STATES {
             self.migration_jobs.with_label_values(&[state]);
         }
         for cause in ["startup", "periodic", "redirect", "admin"] {

@@ -202,17 +202,10 @@ impl Migrations {
         let m = &self.ctx.metrics;
         let jobs = self.jobs();
         let (mut remaining, mut in_flight, mut rate) = (0i64, 0i64, 0.0);
-        let mut by_state: std::collections::HashMap<&'static str, i64> = [
-            "pending",
-            "running",
-            "paused",
-            "completed",
-            "failed",
-            "cancelled",
-        ]
-        .into_iter()
-        .map(|s| (s, 0))
-        .collect();
+        let mut by_state: std::collections::HashMap<&'static str, i64> = crate::metrics::JOB_STATES
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
         for job in &jobs {
             let p = job.lock();
             *by_state.entry(state_label(p.state)).or_default() += 1;
