@@ -135,6 +135,23 @@ impl MoveContext {
         }
     }
 
+    /// `CLUSTER SETSLOT slot <state> [node]` on `addr` (`state`: IMPORTING, MIGRATING, STABLE).
+    pub async fn setslot(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        slot: u16,
+        state: &[u8],
+        node: Option<&str>,
+    ) -> Result<Result<Bytes, String>, MoveError> {
+        let s = slot.to_string();
+        let mut args: Vec<&[u8]> = vec![b"CLUSTER", b"SETSLOT", s.as_bytes(), state];
+        if let Some(node) = node {
+            args.push(node.as_bytes());
+        }
+        self.call(conns, addr, &args, self.call_timeout).await
+    }
+
     /// Keys of `slot` on `addr`, at most `count`.
     pub async fn keys_in_slot(
         &self,
@@ -318,16 +335,9 @@ impl MoveContext {
         others: &[Endpoint],
         on_batch: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, MoveError> {
-        let s = slot.to_string();
-        let s = s.as_bytes();
         tracing::debug!(target_node = %to.addr, "step 1: SETSLOT IMPORTING on the target");
         match self
-            .call(
-                conns,
-                &to.addr,
-                &[b"CLUSTER", b"SETSLOT", s, b"IMPORTING", from.id.as_bytes()],
-                self.call_timeout,
-            )
+            .setslot(conns, &to.addr, slot, b"IMPORTING", Some(&from.id))
             .await?
         {
             Ok(_) => {}
@@ -340,25 +350,13 @@ impl MoveContext {
         }
         tracing::debug!(source_node = %from.addr, "step 2: SETSLOT MIGRATING on the source");
         match self
-            .call(
-                conns,
-                &from.addr,
-                &[b"CLUSTER", b"SETSLOT", s, b"MIGRATING", to.id.as_bytes()],
-                self.call_timeout,
-            )
+            .setslot(conns, &from.addr, slot, b"MIGRATING", Some(&to.id))
             .await?
         {
             Ok(_) => {}
             Err(text) if text.contains("not the owner") => {
                 // Nothing moved: close the target's side again.
-                let _ = self
-                    .call(
-                        conns,
-                        &to.addr,
-                        &[b"CLUSTER", b"SETSLOT", s, b"STABLE"],
-                        self.call_timeout,
-                    )
-                    .await;
+                let _ = self.setslot(conns, &to.addr, slot, b"STABLE", None).await;
                 return Err(MoveError::Fatal(format!(
                     "slot {slot}: {} no longer owns it ({text})",
                     from.addr

@@ -212,17 +212,11 @@ async fn repair(service: &Migrations, conns: &mut Conns, slot: u16, state: &Slot
         }
         return;
     }
-    let s = slot.to_string();
     for (node, _) in &state.migrating {
         if let Some(n) = find(node) {
             let _ = service
                 .ctx
-                .call(
-                    conns,
-                    &n.addr,
-                    &[b"CLUSTER", b"SETSLOT", s.as_bytes(), b"STABLE"],
-                    service.ctx.call_timeout,
-                )
+                .setslot(conns, &n.addr, slot, b"STABLE", None)
                 .await;
             service.note_repair(format!(
                 "slot {slot}: cleared a stray MIGRATING marker on {}",
@@ -318,14 +312,8 @@ async fn hand_back(
             }
         }
     }
-    let s = slot.to_string();
     let reply = ctx
-        .call(
-            conns,
-            &importer.addr,
-            &[b"CLUSTER", b"SETSLOT", s.as_bytes(), b"STABLE"],
-            ctx.call_timeout,
-        )
+        .setslot(conns, &importer.addr, slot, b"STABLE", None)
         .await?;
     if let Err(text) = reply {
         return Err(MoveError::Retry(text));
