@@ -71,6 +71,11 @@ fn metrics_follow_traffic_redirects_and_a_migration() {
         .expect("MSET");
     let _: i64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
     let _: String = redis::cmd("PING").query(&mut con).expect("PING");
+    let _: (i64,) = redis::pipe()
+        .atomic()
+        .incr("hot", 1)
+        .query(&mut con)
+        .expect("MULTI/EXEC");
     let _: i64 = redis::cmd("LPUSH")
         .arg("list")
         .arg(1)
@@ -142,7 +147,15 @@ fn metrics_follow_traffic_redirects_and_a_migration() {
             &[r#"command="other""#, r#"result="err""#]
         ) >= 1.0
     );
-    for group in ["read", "write", "multi_key", "fan_out", "local", "rejected"] {
+    for group in [
+        "read",
+        "write",
+        "multi_key",
+        "fan_out",
+        "local",
+        "rejected",
+        "pinned",
+    ] {
         let label = format!(r#"group="{group}""#);
         assert!(
             get("slotproxy_command_duration_seconds_count", &[&label]) >= 1.0,

@@ -130,6 +130,11 @@ impl Topology {
         self.current.load_full()
     }
 
+    /// How to connect to nodes (for connections outside the pools).
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
     /// The pool for a node named in a redirect, created on first use.
     pub fn pool_for(&self, addr: &str) -> Arc<NodePool> {
         let addr = normalize_addr(addr);

@@ -16,17 +16,21 @@ pub enum CommandGroup {
     Local,
     /// Refused or invalid (unknown command, wrong arity, CROSSSLOT…).
     Rejected,
+    /// Transactions, blocking commands and WAIT: their time includes waiting for data or
+    /// for the client, so they are kept apart from the latency of plain commands.
+    Pinned,
 }
 
 impl CommandGroup {
     /// Every group, for creating the series up front.
-    pub const ALL: [CommandGroup; 6] = [
+    pub const ALL: [CommandGroup; 7] = [
         CommandGroup::Read,
         CommandGroup::Write,
         CommandGroup::MultiKey,
         CommandGroup::FanOut,
         CommandGroup::Local,
         CommandGroup::Rejected,
+        CommandGroup::Pinned,
     ];
 
     /// The label value.
@@ -38,6 +42,7 @@ impl CommandGroup {
             CommandGroup::FanOut => "fan_out",
             CommandGroup::Local => "local",
             CommandGroup::Rejected => "rejected",
+            CommandGroup::Pinned => "pinned",
         }
     }
 }

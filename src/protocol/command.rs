@@ -72,6 +72,39 @@ pub enum Policy {
     Scan,
     /// Refuse with this reason.
     Refused(Refusal),
+    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH: queued by the proxy, run as one block.
+    Transaction(TxnCommand),
+    /// A command that blocks until data arrives: run on the client's own connection.
+    Blocking(Timeout),
+    /// WAIT: asked of the node the client last wrote to.
+    Wait,
+}
+
+/// The transaction commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCommand {
+    /// MULTI
+    Multi,
+    /// EXEC
+    Exec,
+    /// DISCARD
+    Discard,
+    /// WATCH key …
+    Watch,
+    /// UNWATCH
+    Unwatch,
+}
+
+/// Where a blocking command carries its timeout, so that a command re-issued after a slot
+/// move waits only for what is left of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The last argument, in seconds (BLPOP, BLMOVE, BZPOPMIN …).
+    LastSeconds,
+    /// The first argument, in seconds (BLMPOP, BZMPOP).
+    FirstSeconds,
+    /// The argument after `BLOCK`, in milliseconds (XREAD, XREADGROUP).
+    BlockMillis,
 }
 
 /// Why a command is refused.
@@ -114,7 +147,7 @@ impl Policy {
     pub fn describe(&self, info: &CommandInfo) -> String {
         match self {
             Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
-                "routed by key (BLOCK: not supported yet)".into()
+                "routed by key (with BLOCK: pinned, re-issued after a slot move)".into()
             }
             Policy::Keyed
                 if info.specs.is_empty() && info.legacy.first == 0 && !info.movable_keys =>
@@ -132,6 +165,14 @@ impl Policy {
             Policy::Refused(Refusal::NodeAdmin) => "refused: administers single nodes".into(),
             Policy::Refused(Refusal::MultiDb) => "refused: only database 0 exists".into(),
             Policy::Refused(Refusal::NotYetSupported) => "not supported yet".into(),
+            Policy::Transaction(TxnCommand::Multi | TxnCommand::Exec) => {
+                "transaction: queued by the proxy, run as one block on the keys' node".into()
+            }
+            Policy::Transaction(_) => "transaction: pinned connection for WATCH".into(),
+            Policy::Blocking(_) => {
+                "pinned connection, re-issued with the remaining timeout after a slot move".into()
+            }
+            Policy::Wait => "node of the client's last write (polled)".into(),
         }
     }
 }
@@ -172,10 +213,18 @@ fn policy_override(name: &str) -> Option<Policy> {
         | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
             Refused(Refusal::ClusterAdmin)
         }
-        "multi" | "exec" | "discard" | "watch" | "unwatch" | "subscribe" | "unsubscribe"
-        | "psubscribe" | "punsubscribe" | "ssubscribe" | "sunsubscribe" | "blpop" | "brpop"
-        | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" | "blmpop" | "bzmpop" | "wait"
-        | "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
+        "multi" => Transaction(TxnCommand::Multi),
+        "exec" => Transaction(TxnCommand::Exec),
+        "discard" => Transaction(TxnCommand::Discard),
+        "watch" => Transaction(TxnCommand::Watch),
+        "unwatch" => Transaction(TxnCommand::Unwatch),
+        "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" => {
+            Blocking(Timeout::LastSeconds)
+        }
+        "blmpop" | "bzmpop" => Blocking(Timeout::FirstSeconds),
+        "wait" => Wait,
+        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
+        | "sunsubscribe" | "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
         "debug"
         | "config"
         | "acl"

@@ -9,7 +9,7 @@ use super::router::Target;
 use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
 use crate::metrics::CommandGroup;
-use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Refusal};
+use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Timeout, TxnCommand};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, Request};
 use bytes::Bytes;
@@ -23,6 +23,17 @@ pub enum Action {
     Reply(BoxFuture<'static, Bytes>),
     /// Send this reply after all earlier ones, then close the connection.
     ReplyAndClose(Bytes),
+    /// Run this alone: after every earlier reply was sent, and before any later command
+    /// starts (it uses the client's pinned connection, or blocks). Dropped if the client
+    /// leaves meanwhile.
+    Exclusive(BoxFuture<'static, Bytes>),
+}
+
+impl Action {
+    /// A reply known now.
+    pub fn now(reply: Bytes) -> Action {
+        ready(reply)
+    }
 }
 
 fn ready(reply: Bytes) -> Action {
@@ -42,19 +53,22 @@ pub fn dispatch(
     fn name(command: &Option<Arc<CommandInfo>>) -> &str {
         command.as_ref().map(|i| i.name.as_str()).unwrap_or("other")
     }
-    match action {
-        Action::Reply(reply) => Action::Reply(
-            async move {
-                let reply = reply.await;
-                metrics.observe_command(name(&command), group, &reply, started.elapsed());
-                reply
-            }
-            .boxed(),
-        ),
-        Action::ReplyAndClose(reply) => {
+    if let Action::ReplyAndClose(reply) = &action {
+        metrics.observe_command(name(&command), group, reply, started.elapsed());
+        return action;
+    }
+    let observed = move |reply: BoxFuture<'static, Bytes>| {
+        async move {
+            let reply = reply.await;
             metrics.observe_command(name(&command), group, &reply, started.elapsed());
-            Action::ReplyAndClose(reply)
+            reply
         }
+        .boxed()
+    };
+    match action {
+        Action::Reply(reply) => Action::Reply(observed(reply)),
+        Action::Exclusive(reply) => Action::Exclusive(observed(reply)),
+        Action::ReplyAndClose(reply) => Action::ReplyAndClose(reply),
     }
 }
 
@@ -65,7 +79,14 @@ fn route(
     lane: usize,
     request: Request,
 ) -> (Action, Option<Arc<CommandInfo>>, CommandGroup) {
-    let rejected = |reply: Bytes| (ready(reply), None, CommandGroup::Rejected);
+    let in_multi = client.txn.in_multi();
+    let mut rejected = |reply: Bytes| {
+        let reply = match in_multi {
+            true => client.txn.fail(reply),
+            false => reply,
+        };
+        (ready(reply), None, CommandGroup::Rejected)
+    };
     let Some(snapshot) = shared.router.topology.snapshot() else {
         return rejected(reply::error(
             "ERR slotproxy: not connected to the cluster yet (no slot map loaded)",
@@ -102,7 +123,17 @@ fn route(
         Policy::Keyed => CommandGroup::Read,
         Policy::Split(_) => CommandGroup::MultiKey,
         Policy::AllMasters(_) | Policy::Scan => CommandGroup::FanOut,
+        Policy::Transaction(_) | Policy::Blocking(_) | Policy::Wait => CommandGroup::Pinned,
     };
+    if in_multi
+        && !matches!(
+            info.policy,
+            Policy::Transaction(_) | Policy::Local(Local::Quit | Local::Reset)
+        )
+    {
+        let reply = client.txn.queue(&info, &request.args, request.raw);
+        return (ready(reply), Some(info), group);
+    }
     match info.name.as_str() {
         "eval" | "eval_ro" if request.args.len() > 1 => shared.scripts.remember(&request.args[1]),
         "script|load" if request.args.len() > 2 => shared.scripts.remember(&request.args[2]),
@@ -124,24 +155,41 @@ fn answer(
     match info.policy {
         Policy::Local(kind) => local_command(shared, client, lane, kind, request, snapshot),
         Policy::Refused(refusal) => ready(reply::error(&refusal.message(&info.name))),
-        Policy::Keyed if info.blocks(&request.args) => ready(reply::error(
-            &Refusal::NotYetSupported.message(&format!("{} BLOCK", info.name)),
-        )),
+        Policy::Transaction(command) => {
+            let router = &shared.router;
+            match command {
+                TxnCommand::Multi => ready(client.txn.multi()),
+                TxnCommand::Exec => client.txn.exec(router, lane),
+                TxnCommand::Discard => client.txn.discard(router),
+                TxnCommand::Watch => client.txn.watch(router, info, &request.args),
+                TxnCommand::Unwatch => client.txn.unwatch(router),
+            }
+        }
+        Policy::Keyed if info.blocks(&request.args) => {
+            blocking(shared, client, info, request, Timeout::BlockMillis)
+        }
+        Policy::Blocking(timeout) => blocking(shared, client, info, request, timeout),
+        Policy::Wait => {
+            let router = shared.router.clone();
+            let last_write = client.last_write;
+            Action::Exclusive(super::blocking::wait(router, lane, last_write, request.args).boxed())
+        }
         Policy::Keyed if matches!(info.name.as_str(), "evalsha" | "evalsha_ro") => {
             evalsha(shared, lane, info, request)
         }
-        Policy::Keyed => keyed(shared, lane, info, request),
+        Policy::Keyed => keyed(shared, client, lane, info, request),
         Policy::Scan => Action::Reply(
             super::scan::scan(shared.router.clone(), snapshot, lane, request.args).boxed(),
         ),
         Policy::Split(join) => match info.key_positions(&request.args) {
             KeyPositions::Known(positions) if positions.len() <= 1 => {
-                let slot = positions
-                    .first()
-                    .map(|&p| Target::Slot(key_slot(&request.args[p])));
-                send(shared, lane, slot, request.raw, info.write)
+                let slot = positions.first().map(|&p| key_slot(&request.args[p]));
+                send_for_slot(shared, client, lane, slot, request.raw, info.write)
             }
             KeyPositions::Known(positions) => {
+                if info.write {
+                    client.last_write = Some(key_slot(&request.args[positions[0]]));
+                }
                 let command = fanout::SplitCommand {
                     args: request.args,
                     positions,
@@ -151,7 +199,7 @@ fn answer(
                 };
                 Action::Reply(fanout::split(shared.router.clone(), lane, command).boxed())
             }
-            KeyPositions::AskCluster => keyed(shared, lane, info, request),
+            KeyPositions::AskCluster => keyed(shared, client, lane, info, request),
         },
         Policy::AllMasters(join) => Action::Reply(
             fanout::all_masters(shared.router.clone(), snapshot, lane, request.raw, join).boxed(),
@@ -160,17 +208,17 @@ fn answer(
 }
 
 /// Routes a command whose keys must all share one slot.
-fn keyed(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request) -> Action {
+fn keyed(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    info: &CommandInfo,
+    request: Request,
+) -> Action {
     match info.key_positions(&request.args) {
         KeyPositions::Known(positions) => {
             match common_slot(positions.iter().map(|&p| &request.args[p])) {
-                Ok(slot) => send(
-                    shared,
-                    lane,
-                    slot.map(Target::Slot),
-                    request.raw,
-                    info.write,
-                ),
+                Ok(slot) => send_for_slot(shared, client, lane, slot, request.raw, info.write),
                 Err(crossslot) => ready(crossslot),
             }
         }
@@ -206,7 +254,9 @@ fn keyed(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request
 /// `EVALSHA`: routed like any keyed command, with NOSCRIPT healed (see [`super::scripts`]).
 fn evalsha(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request) -> Action {
     let KeyPositions::Known(positions) = info.key_positions(&request.args) else {
-        return keyed(shared, lane, info, request);
+        return Action::now(reply::error(
+            "ERR slotproxy: EVALSHA with unreadable key arguments",
+        ));
     };
     let target = match common_slot(positions.iter().map(|&p| &request.args[p])) {
         Ok(slot) => slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
@@ -231,8 +281,39 @@ fn evalsha(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Reque
     )
 }
 
+/// A blocking command on the client's pinned connection for blocking.
+fn blocking(
+    shared: &Arc<Shared>,
+    client: &ClientState,
+    info: &CommandInfo,
+    request: Request,
+    timeout: Timeout,
+) -> Action {
+    let slot = match info.key_positions(&request.args) {
+        KeyPositions::Known(positions) => common_slot(positions.iter().map(|&p| &request.args[p])),
+        KeyPositions::AskCluster => Ok(None),
+    };
+    let slot = match slot {
+        Ok(Some(slot)) => slot,
+        Ok(None) => return keyed_fallback(shared, request, info.write),
+        Err(crossslot) => return ready(crossslot),
+    };
+    let call = super::blocking::BlockingCall {
+        args: request.args,
+        slot,
+        timeout,
+    };
+    let (router, pinned) = (shared.router.clone(), client.blocking.clone());
+    Action::Exclusive(super::blocking::run(router, pinned, call).boxed())
+}
+
+/// A command whose keys could not be read: let any master answer (it will word the error).
+fn keyed_fallback(shared: &Arc<Shared>, request: Request, write: bool) -> Action {
+    send(shared, 0, None, request.raw, write)
+}
+
 /// The slot all keys share (`None` without keys), or the CROSSSLOT error.
-fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>, Bytes> {
+pub fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>, Bytes> {
     let mut slot = None;
     for key in keys {
         let s = key_slot(key);
@@ -243,6 +324,21 @@ fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>,
         }
     }
     Ok(slot)
+}
+
+/// Sends to the slot's owner (keyless: any master), remembering a write's slot for WAIT.
+fn send_for_slot(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    lane: usize,
+    slot: Option<u16>,
+    payload: Bytes,
+    write: bool,
+) -> Action {
+    if write && slot.is_some() {
+        client.last_write = slot;
+    }
+    send(shared, lane, slot.map(Target::Slot), payload, write)
 }
 
 fn send(
@@ -273,6 +369,9 @@ fn local_command(
         Local::Quit => Action::ReplyAndClose(reply::ok()),
         Local::Hello => ready(local::hello(args, client, &snapshot, &shared.auth)),
         Local::Reset => {
+            client.txn.reset();
+            client.blocking = Default::default();
+            client.last_write = None;
             client.name = None;
             client.authenticated = !shared.auth.required();
             ready(reply::simple("RESET"))

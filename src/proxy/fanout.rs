@@ -114,6 +114,7 @@ async fn send_part(router: &Router, lane: usize, command: &SplitCommand, part: &
     let retry = Retry {
         write: command.write,
         tryagain_is_final: part.keys.len() > 1 && !command.write,
+        frames: 1,
     };
     let reply = router
         .send_call(lane, target, part.payload.clone(), retry)

@@ -53,6 +53,9 @@ pub async fn run(
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
             authenticated: !shared.auth.required(),
+            txn: Default::default(),
+            blocking: Default::default(),
+            last_write: None,
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();

@@ -22,6 +22,12 @@ pub struct ClientState {
     pub local: String,
     /// AUTH succeeded, or no authentication is configured.
     pub authenticated: bool,
+    /// MULTI/WATCH state.
+    pub txn: super::transaction::TxnState,
+    /// The connection blocking commands run on, opened on first use.
+    pub blocking: super::pinned::SharedPinned,
+    /// The slot of the client's last write, where WAIT is asked.
+    pub last_write: Option<u16>,
 }
 
 fn bulk_str(s: &str) -> BytesFrame {

@@ -2,14 +2,17 @@
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
 pub mod auth;
+pub mod blocking;
 pub mod dispatch;
 pub mod fanout;
 pub mod listener;
 pub mod local;
+pub mod pinned;
 pub mod router;
 pub mod scan;
 pub mod scripts;
 pub mod session;
+pub mod transaction;
 
 use crate::metrics::Metrics;
 use crate::protocol::request::Limits;

@@ -47,6 +47,10 @@ pub struct Retry {
     /// Return `TRYAGAIN` at once instead of waiting it out: the caller will split the
     /// multi-key command into single-key commands, which a migrating slot always serves.
     pub tryagain_is_final: bool,
+    /// Replies the payload produces: 1 for a command, more for a `MULTI … EXEC` block, whose
+    /// outcome is its first redirect (Redis then discarded the whole block) or else EXEC's
+    /// reply.
+    pub frames: usize,
 }
 
 impl Router {
@@ -71,7 +75,24 @@ impl Router {
         }
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
+    /// The address of the node serving `slot` (any master for `None`), from the current map.
+    pub fn owner_addr(&self, slot: Option<u16>) -> Option<String> {
+        let target = slot.map(Target::Slot).unwrap_or(Target::AnyMaster);
+        self.resolve(target, 0).map(|pool| pool.addr().to_string())
+    }
+
+    /// How many times a failed call is retried (`cluster.max_retries`).
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// The wait for one node reply (`cluster.request_timeout_ms`).
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The pause before retry number `attempt` (exponential, capped).
+    pub fn backoff(&self, attempt: u32) -> Duration {
         self.backoff
             .saturating_mul(1u32 << attempt.min(16))
             .min(self.max_backoff)
@@ -86,6 +107,7 @@ impl Router {
             Retry {
                 write,
                 tryagain_is_final: false,
+                frames: 1,
             },
         )
         .await
@@ -121,10 +143,10 @@ impl Router {
                 node = self.resolve(target, lane);
                 continue;
             };
-            let result = pool
-                .request(lane, payload.clone(), asking, self.timeout)
-                .await;
+            let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
+            let result = crate::upstream::pool::wait(pool.addr(), rx, self.timeout).await;
             let reply = match result {
+                Ok(reply) if retry.frames > 1 => block_outcome(reply),
                 Ok(reply) => reply,
                 Err(error) => {
                     self.count_error(&error);
@@ -186,6 +208,9 @@ impl Router {
                     }
                     tokio::time::sleep(self.backoff(retries)).await;
                     retries += 1;
+                    // A fresh start after the pause: an ASK then TRYAGAIN cycle of a slot in
+                    // mid-migration is bounded by the retries, not the redirect limit.
+                    redirects = 0;
                     node = self.resolve(target, lane);
                     asking = false;
                 }
@@ -237,6 +262,21 @@ impl Router {
             .with_label_values(&[addr, kind])
             .inc();
     }
+}
+
+/// The one reply that decides a `MULTI … EXEC` block's fate: the first queued reply that is a
+/// redirect (Redis discards the whole block then), else EXEC's own reply (the last frame).
+fn block_outcome(replies: Bytes) -> Bytes {
+    let mut rest = replies.clone();
+    let mut last = Bytes::new();
+    while let Ok(Some(len)) = scan::frame_len(&rest) {
+        let frame = rest.split_to(len);
+        if scan::classify(&frame) != scan::Redirect::None {
+            return frame;
+        }
+        last = frame;
+    }
+    last
 }
 
 fn too_many(last: &[u8]) -> Bytes {

@@ -14,13 +14,24 @@ use crate::protocol::request::{DecodeError, RequestDecoder};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::{self, BoxFuture, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+/// A request read but not started yet.
+enum Held {
+    Request(crate::protocol::Request),
+    ProtocolError(String),
+}
+
 /// Runs a client session until the client leaves, breaks the protocol, or shutdown drains it.
+///
+/// Most commands start as soon as they are read. An exclusive command (see
+/// [`Action::Exclusive`]) waits until every earlier reply was written, runs alone, and holds
+/// back the commands read after it, which wait in `held`.
 pub async fn run(
     stream: TcpStream,
     shared: Arc<Shared>,
@@ -35,14 +46,50 @@ pub async fn run(
     let mut requests =
         FramedRead::new(read_half, RequestDecoder::new(limits(client.authenticated)));
     let mut inflight: FuturesOrdered<BoxFuture<'static, Bytes>> = FuturesOrdered::new();
+    let mut held: VecDeque<Held> = VecDeque::new();
+    let mut exclusive: Option<BoxFuture<'static, Bytes>> = None;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut client = client;
     let lane = client.id as usize;
-    let mut reading = true;
+    let max = shared.max_pipeline;
+    let (mut reading, mut closing) = (true, false);
     loop {
-        if !reading && inflight.is_empty() {
+        while exclusive.is_none() && !closing && inflight.len() < max {
+            let Some(next) = held.pop_front() else { break };
+            match next {
+                Held::Request(request) => {
+                    let was_authenticated = client.authenticated;
+                    match dispatch(&shared, &mut client, lane, request) {
+                        Action::Reply(reply) => inflight.push_back(reply),
+                        Action::Exclusive(reply) => exclusive = Some(reply),
+                        Action::ReplyAndClose(last) => {
+                            inflight.push_back(future::ready(last).boxed());
+                            closing = true;
+                        }
+                    }
+                    if client.authenticated != was_authenticated {
+                        requests
+                            .decoder_mut()
+                            .set_limits(limits(client.authenticated));
+                    }
+                }
+                Held::ProtocolError(error) => {
+                    let message = reply::error(&format!("ERR Protocol error: {error}"));
+                    inflight.push_back(future::ready(message).boxed());
+                    closing = true;
+                }
+            }
+        }
+        if closing {
+            held.clear();
+            reading = false;
+        }
+        if !reading && held.is_empty() && inflight.is_empty() && exclusive.is_none() {
             break;
         }
+        let run_exclusive = exclusive.is_some() && inflight.is_empty();
+        // Before AUTH, read one command at a time: the limits change with its outcome.
+        let can_read = reading && held.len() < max && (client.authenticated || held.is_empty());
         tokio::select! {
             biased;
             Some(first) = inflight.next(), if !inflight.is_empty() => {
@@ -50,41 +97,63 @@ pub async fn run(
                 while let Some(Some(next)) = inflight.next().now_or_never() {
                     out.extend_from_slice(&next);
                 }
-                if write_half.write_all(&out).await.is_err() {
+                if !flush(&mut write_half, &mut out, &shared).await {
                     return;
                 }
-                shared.metrics.client_bytes_sent.inc_by(out.len() as u64);
-                out.clear();
             }
-            frame = requests.next(), if reading && inflight.len() < shared.max_pipeline => match frame {
+            reply = run_alone(&mut exclusive), if run_exclusive => {
+                exclusive = None;
+                out.extend_from_slice(&reply);
+                if !flush(&mut write_half, &mut out, &shared).await {
+                    return;
+                }
+            }
+            frame = requests.next(), if can_read => match frame {
                 Some(Ok(request)) => {
                     shared.metrics.client_bytes_received.inc_by(request.raw.len() as u64);
-                    let was_authenticated = client.authenticated;
-                    let action = dispatch(&shared, &mut client, lane, request);
-                    if client.authenticated != was_authenticated {
-                        requests.decoder_mut().set_limits(limits(client.authenticated));
-                    }
-                    match action {
-                        Action::Reply(reply) => inflight.push_back(reply),
-                        Action::ReplyAndClose(last) => {
-                            inflight.push_back(future::ready(last).boxed());
-                            reading = false;
-                        }
-                    }
+                    held.push_back(Held::Request(request));
                 }
                 Some(Err(DecodeError::Protocol(error))) => {
                     shared.metrics.protocol_errors.inc();
                     tracing::debug!(client = %client.peer, %error, "closing client after protocol error");
-                    let message = reply::error(&format!("ERR Protocol error: {error}"));
-                    inflight.push_back(future::ready(message).boxed());
+                    held.push_back(Held::ProtocolError(error.to_string()));
                     reading = false;
                 }
                 Some(Err(DecodeError::Io(_))) => return,
+                // The client left while blocked: drop what it waits for, releasing the node.
+                None if exclusive.is_some() => return,
                 // The client closed its side: finish what it asked for, then close.
                 None => reading = false,
             },
-            _ = shutdown.cancelled(), if reading => reading = false,
+            _ = shutdown.cancelled(), if reading || exclusive.is_some() => {
+                if exclusive.is_some() {
+                    return;
+                }
+                reading = false;
+            }
         }
     }
     let _ = write_half.shutdown().await;
+}
+
+/// Awaits the exclusive command, if there is one.
+async fn run_alone(exclusive: &mut Option<BoxFuture<'static, Bytes>>) -> Bytes {
+    match exclusive.as_mut() {
+        Some(reply) => reply.await,
+        None => future::pending().await,
+    }
+}
+
+/// Writes `out` to the client and empties it; `false` when the client is gone.
+async fn flush(
+    write_half: &mut tokio::net::tcp::OwnedWriteHalf,
+    out: &mut BytesMut,
+    shared: &Shared,
+) -> bool {
+    if write_half.write_all(out).await.is_err() {
+        return false;
+    }
+    shared.metrics.client_bytes_sent.inc_by(out.len() as u64);
+    out.clear();
+    true
 }

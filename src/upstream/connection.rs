@@ -28,6 +28,10 @@ pub struct Job {
     pub payload: Bytes,
     /// Send `ASKING` right before it (after an `ASK` redirect).
     pub asking: bool,
+    /// How many reply frames the payload produces (1 for one command; a whole
+    /// `MULTI … EXEC` block sent as one job produces one per command). They are handed back
+    /// together, concatenated, so no other request's reply can land between them.
+    pub frames: usize,
     /// Where the reply goes.
     pub reply: oneshot::Sender<ReplyResult>,
 }
@@ -37,8 +41,8 @@ pub struct Job {
 enum Pending {
     /// The `+OK` of an `ASKING` we sent on our own.
     Discard,
-    /// A caller waiting for this reply.
-    Reply(oneshot::Sender<ReplyResult>),
+    /// A caller waiting for this many reply frames.
+    Reply(oneshot::Sender<ReplyResult>, usize),
 }
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -178,6 +182,8 @@ async fn serve(
     let read_loop = async {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::default();
+        // A multi-frame reply being gathered: its caller, frames still due, frames so far.
+        let mut gathering: Option<(oneshot::Sender<ReplyResult>, usize, BytesMut)> = None;
         loop {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
@@ -193,11 +199,24 @@ async fn serve(
                     Ok(None) => break,
                     Err(e) => return Ended::Broken(format!("bad reply: {e}")),
                 };
-                let frame = buf.split_to(len).freeze();
+                let frame = buf.split_to(len);
+                if let Some((_, due, so_far)) = gathering.as_mut() {
+                    so_far.unsplit(frame);
+                    *due -= 1;
+                    if *due == 0 {
+                        if let Some((tx, _, all)) = gathering.take() {
+                            let _ = tx.send(Ok(all.freeze()));
+                        }
+                    }
+                    continue;
+                }
                 match pending_rx.try_recv() {
                     Ok(Pending::Discard) => {}
-                    Ok(Pending::Reply(tx)) => {
-                        let _ = tx.send(Ok(frame));
+                    Ok(Pending::Reply(tx, frames)) if frames > 1 => {
+                        gathering = Some((tx, frames - 1, frame));
+                    }
+                    Ok(Pending::Reply(tx, _)) => {
+                        let _ = tx.send(Ok(frame.freeze()));
                     }
                     Err(_) => return Ended::Broken("reply without a request".into()),
                 }
@@ -214,7 +233,7 @@ async fn serve(
     };
     pending_rx.close();
     while let Ok(pending) = pending_rx.try_recv() {
-        if let Pending::Reply(tx) = pending {
+        if let Pending::Reply(tx, _) = pending {
             let _ = tx.send(Err(UpstreamError::Lost {
                 addr: addr.clone(),
                 reason: reason.clone(),
@@ -231,5 +250,5 @@ fn queue(out: &mut BytesMut, job: Job, pending: &mpsc::UnboundedSender<Pending>)
         let _ = pending.send(Pending::Discard);
     }
     out.extend_from_slice(&job.payload);
-    let _ = pending.send(Pending::Reply(job.reply));
+    let _ = pending.send(Pending::Reply(job.reply, job.frames.max(1)));
 }

@@ -23,6 +23,11 @@ pub struct ControlConn {
     settings: Arc<Settings>,
     stream: Option<TcpStream>,
     buf: BytesMut,
+    connects: u64,
+    /// A call is between its write and its last reply; seen at the start of a call, it means
+    /// the previous call was cancelled and its reply may still arrive, so the stream is
+    /// replaced.
+    busy: bool,
 }
 
 impl ControlConn {
@@ -33,6 +38,8 @@ impl ControlConn {
             settings,
             stream: None,
             buf: BytesMut::new(),
+            connects: 0,
+            busy: false,
         }
     }
 
@@ -47,7 +54,22 @@ impl ControlConn {
         args: &[A],
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
-        let result = tokio::time::timeout(timeout, self.exchange(args)).await;
+        let mut replies = self.call_raw(&encode_command(args), 1, timeout).await?;
+        replies.pop().ok_or_else(|| UpstreamError::Lost {
+            addr: self.addr.clone(),
+            reason: "no reply".into(),
+            maybe_executed: true,
+        })
+    }
+
+    /// Writes `payload` (one or more encoded commands) and returns its `frames` replies.
+    pub async fn call_raw(
+        &mut self,
+        payload: &[u8],
+        frames: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Bytes>, UpstreamError> {
+        let result = tokio::time::timeout(timeout, self.exchange(payload, frames)).await;
         let result = result.unwrap_or_else(|_| {
             Err(UpstreamError::Timeout {
                 addr: self.addr.clone(),
@@ -62,9 +84,25 @@ impl ControlConn {
         result
     }
 
-    async fn exchange<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Result<Bytes, UpstreamError> {
+    /// How many times a connection was opened; a change means node-side connection state
+    /// (`WATCH`) was lost in between.
+    pub fn connects(&self) -> u64 {
+        self.connects
+    }
+
+    async fn exchange(
+        &mut self,
+        payload: &[u8],
+        frames: usize,
+    ) -> Result<Vec<Bytes>, UpstreamError> {
+        if self.busy {
+            self.stream = None;
+            self.buf.clear();
+            self.busy = false;
+        }
         if self.stream.is_none() {
             self.stream = Some(super::connection::connect(&self.addr, &self.settings).await?);
+            self.connects += 1;
         }
         let addr = self.addr.clone();
         let lost = |reason: String| UpstreamError::Lost {
@@ -75,14 +113,18 @@ impl ControlConn {
         let Some(stream) = self.stream.as_mut() else {
             return Err(lost("not connected".into()));
         };
+        self.busy = true;
         stream
-            .write_all(&encode_command(args))
+            .write_all(payload)
             .await
             .map_err(|e| lost(e.to_string()))?;
+        let mut replies = Vec::with_capacity(frames);
         let mut scanner = ReplyScanner::default();
-        loop {
+        while replies.len() < frames {
             if let Some(len) = scanner.scan(&self.buf).map_err(|e| lost(e.to_string()))? {
-                return Ok(self.buf.split_to(len).freeze());
+                replies.push(self.buf.split_to(len).freeze());
+                scanner = ReplyScanner::default();
+                continue;
             }
             if stream
                 .read_buf(&mut self.buf)
@@ -93,6 +135,8 @@ impl ControlConn {
                 return Err(lost("closed by node".into()));
             }
         }
+        self.busy = false;
+        Ok(replies)
     }
 }
 

@@ -58,11 +58,24 @@ impl NodePool {
         payload: Bytes,
         asking: bool,
     ) -> oneshot::Receiver<ReplyResult> {
+        self.send_frames(lane, payload, asking, 1)
+    }
+
+    /// Like [`NodePool::send`] for a payload of several commands that must reach the node
+    /// back to back (`MULTI … EXEC`); the reply is their `frames` replies, concatenated.
+    pub fn send_frames(
+        &self,
+        lane: usize,
+        payload: Bytes,
+        asking: bool,
+        frames: usize,
+    ) -> oneshot::Receiver<ReplyResult> {
         self.requests.inc();
         let (reply, rx) = oneshot::channel();
         let job = Job {
             payload,
             asking,
+            frames,
             reply,
         };
         if let Err(mpsc::error::SendError(job)) = self.lanes[lane % self.lanes.len()].send(job) {

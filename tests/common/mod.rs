@@ -550,6 +550,16 @@ pub fn keys_in_one_slot(tag: &str, n: usize) -> (u16, Vec<String>) {
     (slot, (0..n).map(|i| format!("{{{tag}}}:{i}")).collect())
 }
 
+/// Runs `args` on `con` and converts the reply; panics with the command on any error.
+pub fn query<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    let mut c = redis::cmd(args[0]);
+    for a in &args[1..] {
+        c.arg(*a);
+    }
+    c.query(con)
+        .unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
+}
+
 /// A minimal HTTP/1.1 request with an optional bearer token; the body is parsed as JSON
 /// (`Null` when it is not JSON).
 pub fn http_request(
