@@ -54,6 +54,9 @@ pub struct ProxySection {
     pub worker_threads: usize,
     /// How long shutdown waits for in-flight replies before exiting anyway.
     pub shutdown_grace_ms: u64,
+    /// Pub/Sub messages waiting for one slow subscriber, in bytes, before the proxy
+    /// disconnects it (Redis' `client-output-buffer-limit pubsub` hard limit).
+    pub pubsub_output_limit_bytes: usize,
 }
 
 impl Default for ProxySection {
@@ -68,6 +71,7 @@ impl Default for ProxySection {
             max_request_bytes: MAX_BULK_BYTES_CEILING,
             worker_threads: 0,
             shutdown_grace_ms: 5000,
+            pubsub_output_limit_bytes: 32 * 1024 * 1024,
         }
     }
 }
@@ -505,8 +509,12 @@ impl Config {
         if m.data_dir.as_os_str().is_empty() {
             return Err(("migration.data_dir", "must name a directory".into()));
         }
-        let positive: [(&'static str, u64); 7] = [
+        let positive: [(&'static str, u64); 8] = [
             ("proxy.max_clients", p.max_clients as u64),
+            (
+                "proxy.pubsub_output_limit_bytes",
+                p.pubsub_output_limit_bytes as u64,
+            ),
             ("proxy.max_pipeline", p.max_pipeline as u64),
             ("proxy.max_args", p.max_args as u64),
             (

@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         listen_port: client_addr.port(),
         scripts: proxy::scripts::ScriptCache::default(),
         auth: config.auth.clone(),
+        pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
     });
 
     let shutdown = CancellationToken::new();

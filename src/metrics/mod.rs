@@ -22,6 +22,8 @@ pub const CLIENT_CONNECTIONS_ACCEPTED: &str = "slotproxy_client_connections_acce
 pub const CLIENT_CONNECTIONS_REJECTED: &str = "slotproxy_client_connections_rejected_total";
 /// Clients disconnected for breaking the protocol.
 pub const PROTOCOL_ERRORS: &str = "slotproxy_client_protocol_errors_total";
+/// Subscribers disconnected for falling behind their messages.
+pub const PUBSUB_OUTPUT_LIMIT: &str = "slotproxy_pubsub_output_limit_disconnects_total";
 /// Bytes read from clients.
 pub const CLIENT_BYTES_RECEIVED: &str = "slotproxy_client_received_bytes_total";
 /// Bytes written to clients.
@@ -96,6 +98,8 @@ pub struct Metrics {
     pub client_connections_rejected: IntCounter,
     /// See [`PROTOCOL_ERRORS`].
     pub protocol_errors: IntCounter,
+    /// See [`PUBSUB_OUTPUT_LIMIT`].
+    pub pubsub_output_limit_disconnects: IntCounter,
     /// See [`CLIENT_BYTES_RECEIVED`].
     pub client_bytes_received: IntCounter,
     /// See [`CLIENT_BYTES_SENT`].
@@ -180,6 +184,10 @@ impl Metrics {
                 "Client connections refused at proxy.max_clients.",
             ),
             protocol_errors: counter(PROTOCOL_ERRORS, "Clients disconnected for protocol errors."),
+            pubsub_output_limit_disconnects: counter(
+                PUBSUB_OUTPUT_LIMIT,
+                "Subscribers disconnected because their unsent messages passed proxy.pubsub_output_limit_bytes.",
+            ),
             client_bytes_received: counter(
                 CLIENT_BYTES_RECEIVED,
                 "Bytes of commands read from clients.",

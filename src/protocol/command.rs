@@ -30,6 +30,10 @@ pub enum Join {
     AnyOk,
     /// SCRIPT EXISTS: per position, 1 only when every node answers 1.
     AllIntegersAnd,
+    /// PUBSUB CHANNELS: the union of array replies, each element once.
+    Union,
+    /// PUBSUB NUMSUB: `[name, count, …]` pairs, counts summed per name.
+    SumPairs,
 }
 
 /// Commands the proxy answers itself.
@@ -78,6 +82,25 @@ pub enum Policy {
     Blocking(Timeout),
     /// WAIT: asked of the node the client last wrote to.
     Wait,
+    /// The (un)subscribe commands: kept by the proxy, served by subscriber connections.
+    PubSub(PubSubCommand),
+}
+
+/// The commands that change a client's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PubSubCommand {
+    /// SUBSCRIBE channel …
+    Subscribe,
+    /// PSUBSCRIBE pattern …
+    PSubscribe,
+    /// SSUBSCRIBE shardchannel …
+    SSubscribe,
+    /// UNSUBSCRIBE [channel …]
+    Unsubscribe,
+    /// PUNSUBSCRIBE [pattern …]
+    PUnsubscribe,
+    /// SUNSUBSCRIBE [shardchannel …]
+    SUnsubscribe,
 }
 
 /// The transaction commands.
@@ -173,6 +196,10 @@ impl Policy {
                 "pinned connection, re-issued with the remaining timeout after a slot move".into()
             }
             Policy::Wait => "node of the client's last write (polled)".into(),
+            Policy::PubSub(PubSubCommand::SSubscribe | PubSubCommand::SUnsubscribe) => {
+                "subscribed on the slot's owner, again after a slot move".into()
+            }
+            Policy::PubSub(_) => "subscribed on one node (the cluster bus carries all)".into(),
         }
     }
 }
@@ -209,6 +236,10 @@ fn policy_override(name: &str) -> Option<Policy> {
         "script|exists" => AllMasters(AllIntegersAnd),
         "script|kill" | "function|kill" => AllMasters(AnyOk),
         "script|debug" => Refused(Refusal::NotYetSupported),
+        // Each node knows only the subscriptions made on it.
+        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(Union),
+        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(SumPairs),
+        "pubsub|numpat" => AllMasters(SumIntegers),
         "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
         | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
             Refused(Refusal::ClusterAdmin)
@@ -223,8 +254,13 @@ fn policy_override(name: &str) -> Option<Policy> {
         }
         "blmpop" | "bzmpop" => Blocking(Timeout::FirstSeconds),
         "wait" => Wait,
-        "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ssubscribe"
-        | "sunsubscribe" | "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
+        "subscribe" => PubSub(PubSubCommand::Subscribe),
+        "psubscribe" => PubSub(PubSubCommand::PSubscribe),
+        "ssubscribe" => PubSub(PubSubCommand::SSubscribe),
+        "unsubscribe" => PubSub(PubSubCommand::Unsubscribe),
+        "punsubscribe" => PubSub(PubSubCommand::PUnsubscribe),
+        "sunsubscribe" => PubSub(PubSubCommand::SUnsubscribe),
+        "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
         "debug"
         | "config"
         | "acl"

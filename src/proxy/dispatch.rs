@@ -5,6 +5,7 @@
 
 use super::fanout;
 use super::local::{self, ClientState};
+use super::pubsub;
 use super::router::Target;
 use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
@@ -123,8 +124,22 @@ fn route(
         Policy::Keyed => CommandGroup::Read,
         Policy::Split(_) => CommandGroup::MultiKey,
         Policy::AllMasters(_) | Policy::Scan => CommandGroup::FanOut,
-        Policy::Transaction(_) | Policy::Blocking(_) | Policy::Wait => CommandGroup::Pinned,
+        Policy::Transaction(_) | Policy::Blocking(_) | Policy::Wait | Policy::PubSub(_) => {
+            CommandGroup::Pinned
+        }
     };
+    if client.pubsub.as_ref().is_some_and(|p| p.active()) {
+        match info.policy {
+            Policy::PubSub(_) | Policy::Local(Local::Quit | Local::Reset) => {}
+            Policy::Local(Local::Ping) => {
+                return (ready(pubsub::ping(&request.args)), Some(info), group)
+            }
+            _ => {
+                let refused = pubsub::not_allowed(&info.name);
+                return (ready(refused), Some(info), CommandGroup::Rejected);
+            }
+        }
+    }
     if in_multi
         && !matches!(
             info.policy,
@@ -164,6 +179,18 @@ fn answer(
                 TxnCommand::Watch => client.txn.watch(router, info, &request.args),
                 TxnCommand::Unwatch => client.txn.unwatch(router),
             }
+        }
+        Policy::PubSub(command) => {
+            let (limit, overflow) = (shared.pubsub_output_limit, client.overflow.clone());
+            let state = client
+                .pubsub
+                .get_or_insert_with(|| Box::new(pubsub::PubSub::new(limit, overflow)));
+            let reply = state.command(&shared.router, command, &request.args);
+            if !state.active() {
+                // Out of subscribed mode: the subscriber connections close.
+                client.pubsub = None;
+            }
+            Action::Reply(reply)
         }
         Policy::Keyed if info.blocks(&request.args) => {
             blocking(shared, client, info, request, Timeout::BlockMillis)
@@ -370,6 +397,7 @@ fn local_command(
         Local::Hello => ready(local::hello(args, client, &snapshot, &shared.auth)),
         Local::Reset => {
             client.txn.reset();
+            client.pubsub = None;
             client.blocking = Default::default();
             client.last_write = None;
             client.name = None;

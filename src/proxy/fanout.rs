@@ -205,6 +205,41 @@ fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
             }
             reply::array_of_raw(&all)
         }
+        Join::Union => {
+            let mut seen = std::collections::BTreeSet::new();
+            for raw in replies {
+                match scan::array_elements(raw) {
+                    Some(elements) => seen.extend(elements),
+                    None => return unexpected(raw),
+                }
+            }
+            reply::array_of_raw(&seen.into_iter().collect::<Vec<_>>())
+        }
+        Join::SumPairs => {
+            // [name, count, name, count …] from every node, counts added per name, in the
+            // order the client asked (the first node's order).
+            let mut sums: Vec<(Bytes, i64)> = Vec::new();
+            for raw in replies {
+                let Some(elements) = scan::array_elements(raw) else {
+                    return unexpected(raw);
+                };
+                for (i, pair) in elements.chunks(2).enumerate() {
+                    let [name, count] = pair else {
+                        return unexpected(raw);
+                    };
+                    let count = scan::integer(count).unwrap_or(0);
+                    match sums.get_mut(i) {
+                        Some((_, sum)) => *sum = sum.saturating_add(count),
+                        None => sums.push((name.clone(), count)),
+                    }
+                }
+            }
+            let flat: Vec<Bytes> = sums
+                .into_iter()
+                .flat_map(|(name, sum)| [name, reply::integer(sum)])
+                .collect();
+            reply::array_of_raw(&flat)
+        }
         Join::FirstNonNil | Join::AnyOk => replies
             .iter()
             .find(|r| &r[..] != b"$-1\r\n")

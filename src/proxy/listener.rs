@@ -56,6 +56,8 @@ pub async fn run(
             txn: Default::default(),
             blocking: Default::default(),
             last_write: None,
+            pubsub: None,
+            overflow: Default::default(),
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();

@@ -28,6 +28,10 @@ pub struct ClientState {
     pub blocking: super::pinned::SharedPinned,
     /// The slot of the client's last write, where WAIT is asked.
     pub last_write: Option<u16>,
+    /// Subscriptions; `Some` while the client is in subscribed mode.
+    pub pubsub: Option<Box<super::pubsub::PubSub>>,
+    /// Tripped when the client falls too far behind its Pub/Sub messages.
+    pub overflow: tokio_util::sync::CancellationToken,
 }
 
 fn bulk_str(s: &str) -> BytesFrame {

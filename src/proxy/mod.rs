@@ -8,6 +8,7 @@ pub mod fanout;
 pub mod listener;
 pub mod local;
 pub mod pinned;
+pub mod pubsub;
 pub mod router;
 pub mod scan;
 pub mod scripts;
@@ -44,4 +45,6 @@ pub struct Shared {
     pub scripts: scripts::ScriptCache,
     /// Client credentials (`[auth]`).
     pub auth: crate::config::AuthSection,
+    /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
+    pub pubsub_output_limit: usize,
 }

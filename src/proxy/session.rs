@@ -8,6 +8,7 @@
 
 use super::dispatch::{dispatch, Action};
 use super::local::ClientState;
+use super::pubsub::{upstream::Event, PubSub, Wakeup};
 use super::Shared;
 use crate::protocol::reply;
 use crate::protocol::request::{DecodeError, RequestDecoder};
@@ -88,6 +89,8 @@ pub async fn run(
             break;
         }
         let run_exclusive = exclusive.is_some() && inflight.is_empty();
+        // Messages go out only between replies, never inside a pipeline's answers.
+        let pubsub_ready = client.pubsub.is_some() && inflight.is_empty() && exclusive.is_none();
         // Before AUTH, read one command at a time: the limits change with its outcome.
         let can_read = reading && held.len() < max && (client.authenticated || held.is_empty());
         tokio::select! {
@@ -97,15 +100,26 @@ pub async fn run(
                 while let Some(Some(next)) = inflight.next().now_or_never() {
                     out.extend_from_slice(&next);
                 }
-                if !flush(&mut write_half, &mut out, &shared).await {
-                    return;
+                if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                    break;
                 }
             }
+            event = next_pubsub(&mut client.pubsub), if pubsub_ready => {
+                if let Some(state) = client.pubsub.as_mut() {
+                    if let Wakeup::Message(message) = state.handle(&shared.router, event) {
+                        out.extend_from_slice(&message);
+                        if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            _ = client.overflow.cancelled() => break,
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);
-                if !flush(&mut write_half, &mut out, &shared).await {
-                    return;
+                if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                    break;
                 }
             }
             frame = requests.next(), if can_read => match frame {
@@ -133,7 +147,20 @@ pub async fn run(
             }
         }
     }
+    if client.overflow.is_cancelled() {
+        shared.metrics.pubsub_output_limit_disconnects.inc();
+        tracing::warn!(client = %client.peer, "disconnected a subscriber that fell behind (proxy.pubsub_output_limit_bytes)");
+        return;
+    }
     let _ = write_half.shutdown().await;
+}
+
+/// Waits for the subscriber connections' next event, if the client subscribed.
+async fn next_pubsub(pubsub: &mut Option<Box<PubSub>>) -> Option<Event> {
+    match pubsub.as_mut() {
+        Some(state) => state.next().await,
+        None => future::pending().await,
+    }
 }
 
 /// Awaits the exclusive command, if there is one.
@@ -145,12 +172,20 @@ async fn run_alone(exclusive: &mut Option<BoxFuture<'static, Bytes>>) -> Bytes {
 }
 
 /// Writes `out` to the client and empties it; `false` when the client is gone.
+///
+/// A subscriber that stopped reading would block the write for good; its overflow token
+/// (tripped as its unsent messages pile up) ends the wait.
 async fn flush(
     write_half: &mut tokio::net::tcp::OwnedWriteHalf,
     out: &mut BytesMut,
     shared: &Shared,
+    overflow: &CancellationToken,
 ) -> bool {
-    if write_half.write_all(out).await.is_err() {
+    let written = tokio::select! {
+        written = write_half.write_all(out) => written.is_ok(),
+        _ = overflow.cancelled() => false,
+    };
+    if !written {
         return false;
     }
     shared.metrics.client_bytes_sent.inc_by(out.len() as u64);

@@ -1,0 +1,440 @@
+//! Pub/Sub for one client: SUBSCRIBE/PSUBSCRIBE on one node (the cluster bus carries every
+//! PUBLISH to all nodes), SSUBSCRIBE on the node owning each shard channel's slot.
+//!
+//! The proxy keeps the client's subscriptions itself and answers the (un)subscribe commands
+//! with its own counts, as one Redis would; the nodes only deliver messages. A subscribe is
+//! confirmed to the client once the node has acted on it, so a message published after the
+//! confirmation is never missed. When a shard channel's slot moves, the old owner drops the
+//! channel (or refuses it with `MOVED`) and the proxy subscribes it again on the new owner.
+//! When a subscriber connection breaks, its subscriptions are made again on a live node.
+//!
+//! Messages wait in an unbounded queue only up to `proxy.pubsub_output_limit_bytes`: a
+//! subscriber that reads slower than messages arrive is disconnected at that point, as Redis
+//! does with its `client-output-buffer-limit pubsub`.
+
+pub mod upstream;
+
+use super::router::Router;
+use crate::cluster::key_slot;
+use crate::protocol::command::PubSubCommand;
+use crate::protocol::reply;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use upstream::{Event, Sink, SubConn};
+
+/// What the session should do after waking the Pub/Sub state.
+pub enum Wakeup {
+    /// Write this message to the client.
+    Message(Bytes),
+    /// Nothing for the client.
+    Nothing,
+}
+
+/// One client's subscriptions and the node connections that serve them.
+#[derive(Debug)]
+pub struct PubSub {
+    channels: BTreeSet<Bytes>,
+    patterns: BTreeSet<Bytes>,
+    /// Shard channel → the node it is subscribed on (`None`: to be subscribed again).
+    shard: BTreeMap<Bytes, Option<Arc<str>>>,
+    /// The connection for channels and patterns.
+    global: Option<SubConn>,
+    /// Connections for shard channels, by node.
+    nodes: HashMap<Arc<str>, SubConn>,
+    sink: Sink,
+    events: mpsc::UnboundedReceiver<Event>,
+    next_conn: u64,
+    /// When to subscribe again what lost its node.
+    repair_at: Option<Instant>,
+    repair_attempt: u32,
+}
+
+/// The error for other commands in subscribed mode, in Redis' words.
+pub fn not_allowed(name: &str) -> Bytes {
+    reply::error(&format!(
+        "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+    ))
+}
+
+/// `PING [message]` in subscribed mode (RESP2): `["pong", message]`.
+pub fn ping(args: &[Bytes]) -> Bytes {
+    let message = args.get(1).cloned().unwrap_or_default();
+    push(&[b"pong", &message[..]], None)
+}
+
+/// A Pub/Sub reply array: bulk strings, then the count if given (nil for an empty name).
+fn push(parts: &[&[u8]], count: Option<usize>) -> Bytes {
+    let mut elements: Vec<Bytes> = parts
+        .iter()
+        .map(|p| reply::bulk(Bytes::copy_from_slice(p)))
+        .collect();
+    if let Some(count) = count {
+        elements.push(reply::integer(count as i64));
+    }
+    reply::array_of_raw(&elements)
+}
+
+impl PubSub {
+    /// Empty state; `overflow` is the client's disconnect switch.
+    pub fn new(limit: usize, overflow: CancellationToken) -> PubSub {
+        let (events, rx) = mpsc::unbounded_channel();
+        PubSub {
+            channels: BTreeSet::new(),
+            patterns: BTreeSet::new(),
+            shard: BTreeMap::new(),
+            global: None,
+            nodes: HashMap::new(),
+            sink: Sink {
+                events,
+                queued: Arc::new(AtomicUsize::new(0)),
+                limit,
+                overflow,
+            },
+            events: rx,
+            next_conn: 0,
+            repair_at: None,
+            repair_attempt: 0,
+        }
+    }
+
+    /// Subscribed to anything: the client is in subscribed mode.
+    pub fn active(&self) -> bool {
+        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
+    }
+
+    fn global_count(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Runs one (un)subscribe command; the reply is ready once the nodes acted on it.
+    pub fn command(
+        &mut self,
+        router: &Arc<Router>,
+        command: PubSubCommand,
+        args: &[Bytes],
+    ) -> BoxFuture<'static, Bytes> {
+        let names = &args[1..];
+        let (frames, done) = match command {
+            PubSubCommand::Subscribe | PubSubCommand::PSubscribe => {
+                let (kind, set): (&[u8], _) = match command {
+                    PubSubCommand::Subscribe => (b"subscribe", &mut self.channels),
+                    _ => (b"psubscribe", &mut self.patterns),
+                };
+                let fresh: Vec<&[u8]> = names
+                    .iter()
+                    .filter(|n| set.insert((*n).clone()))
+                    .map(|n| &n[..])
+                    .collect();
+                let mut frames = Vec::new();
+                let mut count = self.global_count() - fresh.len();
+                let mut seen = BTreeSet::new();
+                for name in names {
+                    if fresh.contains(&&name[..]) && seen.insert(name.clone()) {
+                        count += 1;
+                    }
+                    frames.push(push(&[kind, name], Some(count)));
+                }
+                let done = match fresh.is_empty() {
+                    true => None,
+                    false => {
+                        let verb: &[u8] = match command {
+                            PubSubCommand::Subscribe => b"SUBSCRIBE",
+                            _ => b"PSUBSCRIBE",
+                        };
+                        let conn = self.global_conn(router);
+                        let (tx, rx) = oneshot::channel();
+                        let mut cmd: Vec<&[u8]> = vec![verb];
+                        cmd.extend(fresh);
+                        conn.send(&cmd, Some(tx));
+                        Some(rx)
+                    }
+                };
+                (frames, done)
+            }
+            PubSubCommand::SSubscribe => {
+                let slot = key_slot(&names[0]);
+                if names.iter().any(|n| key_slot(n) != slot) {
+                    return futures_util::future::ready(reply::crossslot()).boxed();
+                }
+                let Some(owner) = router.owner_addr(Some(slot)) else {
+                    return futures_util::future::ready(reply::error(
+                        "CLUSTERDOWN Hash slot not served",
+                    ))
+                    .boxed();
+                };
+                let owner: Arc<str> = owner.into();
+                let mut frames = Vec::new();
+                let mut fresh: Vec<&[u8]> = Vec::new();
+                for name in names {
+                    if !self.shard.contains_key(name) {
+                        self.shard.insert(name.clone(), Some(owner.clone()));
+                        fresh.push(name);
+                    }
+                    frames.push(push(&[b"ssubscribe", name], Some(self.shard.len())));
+                }
+                let done = match fresh.is_empty() {
+                    true => None,
+                    false => {
+                        let conn = self.node_conn(router, &owner);
+                        let (tx, rx) = oneshot::channel();
+                        let mut cmd: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
+                        cmd.extend(fresh);
+                        conn.send(&cmd, Some(tx));
+                        Some(rx)
+                    }
+                };
+                (frames, done)
+            }
+            PubSubCommand::Unsubscribe | PubSubCommand::PUnsubscribe => {
+                let (kind, verb): (&[u8], &[u8]) = match command {
+                    PubSubCommand::Unsubscribe => (b"unsubscribe", b"UNSUBSCRIBE"),
+                    _ => (b"punsubscribe", b"PUNSUBSCRIBE"),
+                };
+                let set = match command {
+                    PubSubCommand::Unsubscribe => &mut self.channels,
+                    _ => &mut self.patterns,
+                };
+                let names: Vec<Bytes> = match names.is_empty() {
+                    true => set.iter().cloned().collect(),
+                    false => names.to_vec(),
+                };
+                let gone: Vec<Bytes> = names.iter().filter(|n| set.remove(*n)).cloned().collect();
+                let mut frames = Vec::new();
+                let mut count = self.global_count() + gone.len();
+                let mut seen = BTreeSet::new();
+                for name in &names {
+                    if gone.contains(name) && seen.insert(name.clone()) {
+                        count -= 1;
+                    }
+                    frames.push(push(&[kind, name], Some(count)));
+                }
+                if names.is_empty() {
+                    frames.push(empty_unsubscribe(kind, self.global_count()));
+                }
+                if self.global_count() == 0 {
+                    self.global = None;
+                } else if let Some(conn) = &self.global {
+                    let mut cmd: Vec<&[u8]> = vec![verb];
+                    cmd.extend(gone.iter().map(|g| &g[..]));
+                    if !gone.is_empty() {
+                        conn.send(&cmd, None);
+                    }
+                }
+                (frames, None)
+            }
+            PubSubCommand::SUnsubscribe => {
+                let names: Vec<Bytes> = match names.is_empty() {
+                    true => self.shard.keys().cloned().collect(),
+                    false => names.to_vec(),
+                };
+                let mut frames = Vec::new();
+                for name in &names {
+                    if let Some(Some(addr)) = self.shard.remove(name) {
+                        if let Some(conn) = self.nodes.get(&addr) {
+                            conn.send(&[b"SUNSUBSCRIBE", name], None);
+                        }
+                    }
+                    frames.push(push(&[b"sunsubscribe", name], Some(self.shard.len())));
+                }
+                if names.is_empty() {
+                    frames.push(empty_unsubscribe(b"sunsubscribe", self.shard.len()));
+                }
+                self.drop_idle_nodes();
+                (frames, None)
+            }
+        };
+        let wait = router.request_timeout();
+        async move {
+            if let Some(done) = done {
+                let _ = tokio::time::timeout(wait, done).await;
+            }
+            Bytes::from(frames.concat())
+        }
+        .boxed()
+    }
+
+    /// Waits for the next thing to act on: an event from a node, or a due repair.
+    pub async fn next(&mut self) -> Option<Event> {
+        let repair = async {
+            match self.repair_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => futures_util::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = self.events.recv() => event,
+            _ = repair => None,
+        }
+    }
+
+    /// Acts on what [`PubSub::next`] returned (`None`: a repair is due).
+    pub fn handle(&mut self, router: &Arc<Router>, event: Option<Event>) -> Wakeup {
+        match event {
+            None => {
+                self.repair(router);
+                Wakeup::Nothing
+            }
+            Some(Event::Message { kind, name, raw }) => {
+                self.sink.queued.fetch_sub(raw.len(), Ordering::Relaxed);
+                let wanted = match &kind[..] {
+                    b"message" => self.channels.contains(&name),
+                    b"pmessage" => self.patterns.contains(&name),
+                    _ => self.shard.contains_key(&name),
+                };
+                match wanted {
+                    true => Wakeup::Message(raw),
+                    false => Wakeup::Nothing,
+                }
+            }
+            Some(Event::ShardDropped { conn, channel }) => {
+                let addr = self
+                    .nodes
+                    .values()
+                    .find(|c| c.id == conn)
+                    .map(|c| c.addr.clone());
+                if let (Some(entry), Some(addr)) = (self.shard.get_mut(&channel), addr) {
+                    if entry.as_deref() == Some(&*addr) {
+                        // Not our own SUNSUBSCRIBE: the channel's slot left that node.
+                        *entry = None;
+                        self.schedule_repair(router);
+                    }
+                }
+                Wakeup::Nothing
+            }
+            Some(Event::Refused { error, .. }) => {
+                if let crate::protocol::scan::Redirect::Moved(slot, to) =
+                    crate::protocol::scan::classify(&error)
+                {
+                    router.topology.note_moved(slot, to);
+                    for (channel, node) in self.shard.iter_mut() {
+                        if key_slot(channel) == slot {
+                            *node = None;
+                        }
+                    }
+                } else {
+                    tracing::debug!(error = %String::from_utf8_lossy(&error).trim(), "node refused a subscription");
+                }
+                self.schedule_repair(router);
+                Wakeup::Nothing
+            }
+            Some(Event::Closed { conn }) => {
+                if self.global.as_ref().is_some_and(|g| g.id == conn) {
+                    self.global = None;
+                }
+                let lost: Option<Arc<str>> = self
+                    .nodes
+                    .values()
+                    .find(|c| c.id == conn)
+                    .map(|c| c.addr.clone());
+                if let Some(addr) = lost {
+                    self.nodes.remove(&addr);
+                    for node in self.shard.values_mut() {
+                        if node.as_deref() == Some(&*addr) {
+                            *node = None;
+                        }
+                    }
+                }
+                self.schedule_repair(router);
+                Wakeup::Nothing
+            }
+        }
+    }
+
+    fn schedule_repair(&mut self, router: &Router) {
+        router.topology.request_refresh();
+        let delay = router
+            .backoff(self.repair_attempt)
+            .max(Duration::from_millis(20));
+        self.repair_attempt = (self.repair_attempt + 1).min(16);
+        let at = Instant::now() + delay;
+        self.repair_at = Some(self.repair_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Subscribes again whatever lost its node, on the current owners.
+    fn repair(&mut self, router: &Arc<Router>) {
+        self.repair_at = None;
+        if self.global.is_none() && self.global_count() > 0 {
+            let channels: Vec<Bytes> = self.channels.iter().cloned().collect();
+            let patterns: Vec<Bytes> = self.patterns.iter().cloned().collect();
+            let conn = self.global_conn(router);
+            for (verb, names) in [(&b"SUBSCRIBE"[..], channels), (b"PSUBSCRIBE", patterns)] {
+                if !names.is_empty() {
+                    let mut cmd: Vec<&[u8]> = vec![verb];
+                    cmd.extend(names.iter().map(|n| &n[..]));
+                    conn.send(&cmd, None);
+                }
+            }
+        }
+        let homeless: Vec<Bytes> = self
+            .shard
+            .iter()
+            .filter(|(_, node)| node.is_none())
+            .map(|(c, _)| c.clone())
+            .collect();
+        let mut unresolved = false;
+        for channel in homeless {
+            let Some(owner) = router.owner_addr(Some(key_slot(&channel))) else {
+                unresolved = true;
+                continue;
+            };
+            let owner: Arc<str> = owner.into();
+            self.node_conn(router, &owner)
+                .send(&[b"SSUBSCRIBE", &channel], None);
+            self.shard.insert(channel, Some(owner));
+        }
+        self.drop_idle_nodes();
+        if unresolved {
+            self.schedule_repair(router);
+        } else {
+            self.repair_attempt = 0;
+        }
+    }
+
+    fn open(&mut self, router: &Router, addr: &str) -> SubConn {
+        self.next_conn += 1;
+        let settings = router.topology.settings().clone();
+        SubConn::open(self.next_conn, addr, settings, self.sink.clone())
+    }
+
+    fn global_conn(&mut self, router: &Router) -> &SubConn {
+        let conn = match self.global.take() {
+            Some(conn) => conn,
+            // With no slot map yet the connection fails, and the repair tries again later.
+            None => {
+                let addr = router.owner_addr(None).unwrap_or_default();
+                self.open(router, &addr)
+            }
+        };
+        self.global.insert(conn)
+    }
+
+    fn node_conn(&mut self, router: &Router, addr: &Arc<str>) -> &SubConn {
+        let conn = match self.nodes.remove(addr) {
+            Some(conn) => conn,
+            None => self.open(router, addr),
+        };
+        self.nodes.entry(addr.clone()).or_insert(conn)
+    }
+
+    fn drop_idle_nodes(&mut self) {
+        let shard = &self.shard;
+        self.nodes
+            .retain(|addr, _| shard.values().any(|n| n.as_deref() == Some(&**addr)));
+    }
+}
+
+/// The reply to an unsubscribe with nothing to unsubscribe: `[kind, nil, count]`.
+fn empty_unsubscribe(kind: &[u8], count: usize) -> Bytes {
+    reply::array_of_raw(&[
+        reply::bulk(Bytes::copy_from_slice(kind)),
+        reply::null(),
+        reply::integer(count as i64),
+    ])
+}

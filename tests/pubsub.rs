@@ -1,0 +1,240 @@
+//! Pub/Sub through the proxy: messages published on any node reach subscribers, shard
+//! channels follow their slot, subscribed-mode rules and reply bytes match a single Redis,
+//! and a subscriber that stops reading is cut off at the output limit.
+
+mod common;
+use common::{query as cmd, Cluster, Standalone, TestProxy};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
+    let message = pubsub.get_message().expect("a message");
+    let channel = message.get_channel_name().to_string();
+    let payload: String = message.get_payload().expect("payload");
+    (channel, payload)
+}
+
+#[test]
+fn subscribers_get_messages_published_on_any_node() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut sub_con = proxy.conn();
+    let mut pubsub = sub_con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    pubsub.subscribe("news").expect("SUBSCRIBE");
+    pubsub.psubscribe("sport.*").expect("PSUBSCRIBE");
+
+    // Published straight on each node: the cluster bus brings it to the proxy's subscriber.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let receivers: i64 = node.cmd(&["PUBLISH", "news", &format!("from-node-{i}")]);
+        let _ = receivers;
+        assert_eq!(
+            next_message(&mut pubsub),
+            ("news".to_string(), format!("from-node-{i}"))
+        );
+    }
+    // And through the proxy from another client.
+    let mut publisher = proxy.conn();
+    let _: i64 = cmd(&mut publisher, &["PUBLISH", "sport.tennis", "match point"]);
+    assert_eq!(
+        next_message(&mut pubsub),
+        ("sport.tennis".to_string(), "match point".to_string())
+    );
+    // Introspection sums what every node knows.
+    let channels: Vec<String> = cmd(&mut publisher, &["PUBSUB", "CHANNELS"]);
+    assert_eq!(channels, vec!["news".to_string()]);
+    let numsub: (String, i64, String, i64) =
+        cmd(&mut publisher, &["PUBSUB", "NUMSUB", "news", "nobody"]);
+    assert_eq!(numsub, ("news".into(), 1, "nobody".into(), 0));
+    let numpat: i64 = cmd(&mut publisher, &["PUBSUB", "NUMPAT"]);
+    assert_eq!(numpat, 1);
+
+    // After UNSUBSCRIBE nothing more arrives, and the connection is a normal one again.
+    pubsub.unsubscribe("news").expect("UNSUBSCRIBE");
+    pubsub.punsubscribe("sport.*").expect("PUNSUBSCRIBE");
+    drop(pubsub);
+    let pong: String = cmd(&mut sub_con, &["PING"]);
+    assert_eq!(pong, "PONG");
+    let _: () = cmd(&mut sub_con, &["SET", "after", "pubsub"]);
+    common::wait_until(Duration::from_secs(5), "the subscription to end", || {
+        let numsub: (String, i64) = cmd(&mut publisher, &["PUBSUB", "NUMSUB", "news"]);
+        numsub.1 == 0
+    });
+}
+
+/// Sends `script` as one write, then reads for `settle`, on a fresh connection to `addr`.
+fn conversation(addr: SocketAddr, script: &[&[&str]], settle: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    let mut input = Vec::new();
+    for command in script {
+        input.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+        for arg in *command {
+            input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        }
+        // One command at a time, as a client waiting for each reply would.
+        stream.write_all(&input).expect("write");
+        input.clear();
+        let until = Instant::now() + settle;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn subscribed_mode_replies_match_a_single_redis_byte_for_byte() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let reference = Standalone::start();
+    let script: &[&[&str]] = &[
+        &["UNSUBSCRIBE"],
+        &["SUBSCRIBE", "a", "b", "a"],
+        &["PSUBSCRIBE", "p*"],
+        &["PING"],
+        &["PING", "hello"],
+        &["GET", "x"],
+        &["SSUBSCRIBE", "{s}1", "{s}2"],
+        &["SUNSUBSCRIBE", "{s}1"],
+        &["UNSUBSCRIBE", "a", "zzz"],
+        &["UNSUBSCRIBE"],
+        &["PUNSUBSCRIBE"],
+        &["SUNSUBSCRIBE"],
+        &["PING"],
+        &["SSUBSCRIBE", "x", "y"],
+    ];
+    let settle = Duration::from_millis(150);
+    let ours = conversation(proxy.addr, script, settle);
+    let theirs = conversation(reference.node.addr().parse().expect("addr"), script, settle);
+    // A standalone Redis has no slots: its SSUBSCRIBE of two slots succeeds where a cluster
+    // (and the proxy) answers CROSSSLOT. Compare everything before that last command.
+    let cut = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let end = text.rfind("+PONG\r\n").map(|i| i + 7).unwrap_or(text.len());
+        (text[..end].to_string(), text[end..].to_string())
+    };
+    let (ours_common, ours_tail) = cut(&ours);
+    let (theirs_common, _) = cut(&theirs);
+    assert_eq!(ours_common, theirs_common);
+    for part in [
+        "$10\r\npsubscribe",
+        "$4\r\npong",
+        "Can't execute 'get'",
+        "$12\r\nsunsubscribe",
+    ] {
+        assert!(
+            ours_common.contains(part),
+            "{part} missing from {ours_common}"
+        );
+    }
+    assert!(ours_tail.starts_with("-CROSSSLOT"), "{ours_tail}");
+}
+
+#[test]
+fn shard_subscriptions_follow_their_slot() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let channel = "{orders}:created";
+    let slot = slotproxy::cluster::key_slot(channel.as_bytes());
+    // The redis crate has no blocking SSUBSCRIBE: speak RESP directly.
+    let mut subscriber = TcpStream::connect(proxy.addr).expect("connect");
+    subscriber
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    subscriber
+        .write_all(format!("SSUBSCRIBE {channel}\r\n").as_bytes())
+        .expect("SSUBSCRIBE");
+    let confirmation = format!("*3\r\n$10\r\nssubscribe\r\n$16\r\n{channel}\r\n:1\r\n");
+    assert_eq!(
+        read_exactly(&mut subscriber, confirmation.len()),
+        confirmation
+    );
+    let smessage = |text: &str| {
+        format!(
+            "*3\r\n$8\r\nsmessage\r\n$16\r\n{channel}\r\n${}\r\n{text}\r\n",
+            text.len()
+        )
+    };
+    let mut publisher = proxy.conn();
+    let receivers: i64 = cmd(&mut publisher, &["SPUBLISH", channel, "before"]);
+    assert_eq!(receivers, 1);
+    let expected = smessage("before");
+    assert_eq!(read_exactly(&mut subscriber, expected.len()), expected);
+    let shards: Vec<String> = cmd(&mut publisher, &["PUBSUB", "SHARDCHANNELS"]);
+    assert_eq!(shards, vec![channel.to_string()]);
+
+    let source = cluster.owner_of(slot);
+    let target = cluster.other_than(source);
+    cluster.begin_migration(slot, source, target);
+    cluster.finish_migration(slot, source, target);
+    // The old owner dropped the channel; the proxy subscribes it again on the new owner.
+    common::wait_until(Duration::from_secs(10), "the re-subscription", || {
+        let on_target: Vec<String> = target.cmd(&["PUBSUB", "SHARDCHANNELS"]);
+        on_target == vec![channel.to_string()]
+    });
+    let receivers: i64 = cmd(&mut publisher, &["SPUBLISH", channel, "after"]);
+    assert_eq!(receivers, 1);
+    let expected = smessage("after");
+    assert_eq!(read_exactly(&mut subscriber, expected.len()), expected);
+    assert!(cluster.owner_of(slot).port == target.port);
+}
+
+fn read_exactly(stream: &mut TcpStream, len: usize) -> String {
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf).expect("read");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn a_subscriber_that_stops_reading_is_disconnected_at_the_limit() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start_with(&cluster, |c| {
+        c.proxy.pubsub_output_limit_bytes = 256 * 1024;
+    });
+    let mut lazy = TcpStream::connect(proxy.addr).expect("connect");
+    lazy.write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+        .expect("subscribe");
+    let mut confirm = [0u8; 64];
+    let n = lazy.read(&mut confirm).expect("confirmation");
+    assert!(confirm[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+    // Never read again. Publish far more than the limit plus what socket buffers hold.
+    let mut publisher = proxy.conn();
+    let payload = "x".repeat(64 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut published = 0;
+    while proxy.metric("slotproxy_pubsub_output_limit_disconnects_total") < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "not disconnected after {published} messages"
+        );
+        assert!(
+            published < 20_000,
+            "not disconnected after {published} messages"
+        );
+        let _: i64 = cmd(&mut publisher, &["PUBLISH", "feed", &payload]);
+        published += 1;
+    }
+    // The subscription is gone from the cluster, and other clients carry on.
+    common::wait_until(
+        Duration::from_secs(5),
+        "the subscriber to be dropped",
+        || {
+            let numsub: (String, i64) = cmd(&mut publisher, &["PUBSUB", "NUMSUB", "feed"]);
+            numsub.1 == 0
+        },
+    );
+    let pong: String = cmd(&mut publisher, &["PING"]);
+    assert_eq!(pong, "PONG");
+}
