@@ -110,6 +110,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         scripts: proxy::scripts::ScriptCache::default(),
         auth: config.auth.clone(),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
+        clients: Default::default(),
     });
 
     let shutdown = CancellationToken::new();

@@ -5,7 +5,7 @@
 mod common;
 use common::{query as cmd, Cluster, Standalone, TestProxy};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn next_message(pubsub: &mut redis::PubSub<'_>) -> (String, String) {
@@ -65,35 +65,6 @@ fn subscribers_get_messages_published_on_any_node() {
     });
 }
 
-/// Sends `script` as one write, then reads for `settle`, on a fresh connection to `addr`.
-fn conversation(addr: SocketAddr, script: &[&[&str]], settle: Duration) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .expect("timeout");
-    let mut out = Vec::new();
-    let mut input = Vec::new();
-    for command in script {
-        input.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
-        for arg in *command {
-            input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
-        }
-        // One command at a time, as a client waiting for each reply would.
-        stream.write_all(&input).expect("write");
-        input.clear();
-        let until = Instant::now() + settle;
-        let mut buf = [0u8; 4096];
-        while Instant::now() < until {
-            match stream.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-                Err(_) => {}
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn subscribed_mode_replies_match_a_single_redis_byte_for_byte() {
     let cluster = Cluster::start(3, 0);
@@ -116,8 +87,8 @@ fn subscribed_mode_replies_match_a_single_redis_byte_for_byte() {
         &["SSUBSCRIBE", "x", "y"],
     ];
     let settle = Duration::from_millis(150);
-    let ours = conversation(proxy.addr, script, settle);
-    let theirs = conversation(reference.node.addr().parse().expect("addr"), script, settle);
+    let ours = common::conversation(proxy.addr, script, settle);
+    let theirs = common::conversation(reference.node.addr().parse().expect("addr"), script, settle);
     // A standalone Redis has no slots: its SSUBSCRIBE of two slots succeeds where a cluster
     // (and the proxy) answers CROSSSLOT. Compare everything before that last command.
     let cut = |bytes: &[u8]| {

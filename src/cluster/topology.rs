@@ -9,6 +9,7 @@ use super::slot_map::{join_addr, SlotMap};
 use crate::config::split_host_port;
 use crate::metrics::Metrics;
 use crate::protocol::command::CommandTable;
+use crate::upstream::Lane;
 use crate::upstream::{oneshot, pool::NodePool, Settings};
 use arc_swap::ArcSwapOption;
 use std::collections::HashMap;
@@ -48,14 +49,14 @@ impl Snapshot {
     }
 
     /// A master for keyless commands, spread by `lane`.
-    pub fn any_master(&self, lane: usize) -> Option<&Arc<NodePool>> {
+    pub fn any_master(&self, lane: Lane) -> Option<&Arc<NodePool>> {
         if self.pools.is_empty() {
             return None;
         }
         // Prefer masters that own slots: an empty spare may be about to be removed.
         match self.serving.len() {
-            0 => self.pools.get(lane % self.pools.len()),
-            n => self.pools.get(self.serving[lane % n]),
+            0 => self.pools.get(lane.index % self.pools.len()),
+            n => self.pools.get(self.serving[lane.index % n]),
         }
     }
 }

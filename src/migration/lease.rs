@@ -10,6 +10,7 @@ use crate::cluster::key_slot;
 use crate::protocol::{request::encode_command, scan};
 use crate::proxy::router::{Router, Target};
 use crate::upstream::control::error_text;
+use crate::upstream::Lane;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +21,10 @@ pub const LEASE_KEY: &str = "slotproxy:migration-lease";
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 /// Data-path lane used for lease commands (any lane works; this keeps them off lane 0).
-const LANE: usize = usize::MAX / 2;
+const LANE: Lane = Lane {
+    index: usize::MAX / 2,
+    resp3: false,
+};
 
 /// This proxy's side of the lease.
 #[derive(Debug)]

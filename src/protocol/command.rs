@@ -34,6 +34,8 @@ pub enum Join {
     Union,
     /// PUBSUB NUMSUB: `[name, count, …]` pairs, counts summed per name.
     SumPairs,
+    /// LASTSAVE: the smallest integer (every node has saved since then).
+    MinInteger,
 }
 
 /// Commands the proxy answers itself.
@@ -240,6 +242,7 @@ fn policy_override(name: &str) -> Option<Policy> {
         "pubsub|channels" | "pubsub|shardchannels" => AllMasters(Union),
         "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(SumPairs),
         "pubsub|numpat" => AllMasters(SumIntegers),
+        "lastsave" => AllMasters(MinInteger),
         "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
         | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
             Refused(Refusal::ClusterAdmin)
@@ -270,7 +273,6 @@ fn policy_override(name: &str) -> Option<Policy> {
         | "bgsave"
         | "save"
         | "bgrewriteaof"
-        | "lastsave"
         | "memory|stats"
         | "memory|doctor"
         | "memory|malloc-stats"

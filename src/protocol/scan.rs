@@ -38,11 +38,13 @@ impl ReplyScanner {
             };
             let header_end = self.pos + end + 2;
             match kind {
-                b'+' | b'-' | b':' => {
+                // RESP2 simple types, and RESP3 null, double, boolean, big number.
+                b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => {
                     self.pos = header_end;
                     self.pending -= 1;
                 }
-                b'$' => {
+                // Bulk string; RESP3 verbatim string and blob error.
+                b'$' | b'=' | b'!' => {
                     let len = parse_i64(&buf[self.pos + 1..self.pos + end])
                         .ok_or_else(|| ProtocolError::new("invalid bulk length in reply"))?;
                     if len < 0 {
@@ -56,12 +58,19 @@ impl ReplyScanner {
                     }
                     self.pending -= 1;
                 }
-                b'*' => {
+                // Array; RESP3 set, push, map (two frames an entry), attribute (a map that
+                // precedes the reply it describes, so that reply is still due).
+                b'*' | b'~' | b'>' | b'%' | b'|' => {
                     let n = parse_i64(&buf[self.pos + 1..self.pos + end])
                         .filter(|&n| n <= MAX_ELEMENTS)
                         .ok_or_else(|| ProtocolError::new("invalid array length in reply"))?;
+                    let n = n.max(0) as u64;
                     self.pos = header_end;
-                    self.pending = self.pending - 1 + n.max(0) as u64;
+                    self.pending = match kind {
+                        b'%' => self.pending - 1 + 2 * n,
+                        b'|' => self.pending + 2 * n,
+                        _ => self.pending - 1 + n,
+                    };
                 }
                 other => {
                     return Err(ProtocolError::new(format!(
@@ -186,7 +195,23 @@ mod tests {
         assert_eq!(frame_len(b"*-1\r\n").unwrap(), Some(5));
         assert_eq!(frame_len(b"*0\r\n").unwrap(), Some(4));
         assert_eq!(frame_len(b"$3\r\nfo").unwrap(), None);
-        assert!(frame_len(b"!x\r\n").is_err());
+        assert!(frame_len(b"?x\r\n").is_err());
+    }
+
+    #[test]
+    fn scans_resp3_kinds() {
+        assert_eq!(frame_len(b"_\r\n").unwrap(), Some(3));
+        assert_eq!(frame_len(b",3.5\r\n#t\r\n").unwrap(), Some(6));
+        assert_eq!(frame_len(b"(123\r\n").unwrap(), Some(6));
+        assert_eq!(frame_len(b"=7\r\ntxt:abc\r\n").unwrap(), Some(13));
+        let map = b"%2\r\n+a\r\n:1\r\n+b\r\n~1\r\n,2\r\n";
+        assert_eq!(frame_len(map).unwrap(), Some(map.len()));
+        assert_eq!(frame_len(&map[..map.len() - 1]).unwrap(), None);
+        let push = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n";
+        assert_eq!(frame_len(push).unwrap(), Some(push.len()));
+        // An attribute is followed by the reply it describes: both make one frame.
+        let attributed = b"|1\r\n+ttl\r\n:5\r\n$1\r\nv\r\n";
+        assert_eq!(frame_len(attributed).unwrap(), Some(attributed.len()));
     }
 
     #[test]

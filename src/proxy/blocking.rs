@@ -16,6 +16,7 @@ use super::router::{Router, Target};
 use crate::protocol::command::Timeout;
 use crate::protocol::request::encode_command;
 use crate::protocol::{parse_i64, reply, scan};
+use crate::upstream::Lane;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,8 @@ pub struct BlockingCall {
     pub slot: u16,
     /// Where its timeout is.
     pub timeout: Timeout,
+    /// The client speaks RESP3.
+    pub resp3: bool,
 }
 
 /// Runs a blocking command on the client's pinned connection, re-issuing it after slot moves.
@@ -48,7 +51,7 @@ pub async fn run(router: Arc<Router>, pinned: SharedPinned, call: BlockingCall) 
     let margin = router.request_timeout();
     let mut moves = 0u32;
     loop {
-        let outcome = call_for_slot(&router, &mut pinned, Some(call.slot), || {
+        let outcome = call_for_slot(&router, &mut pinned, (Some(call.slot), call.resp3), || {
             command_with_remaining(&call.args, deadline.as_ref(), margin)
         })
         .await;
@@ -122,7 +125,7 @@ fn command_with_remaining(
 /// WAIT numreplicas timeout, polled on the lane that carried the client's writes.
 pub async fn wait(
     router: Arc<Router>,
-    lane: usize,
+    lane: Lane,
     last_write: Option<u16>,
     args: Vec<Bytes>,
 ) -> Bytes {

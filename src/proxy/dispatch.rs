@@ -4,7 +4,7 @@
 //! queues in request order. The snapshot is read once per command.
 
 use super::fanout;
-use super::local::{self, ClientState};
+use super::local::{self, ClientState, ReplyMode};
 use super::pubsub;
 use super::router::Target;
 use super::Shared;
@@ -13,6 +13,7 @@ use crate::metrics::CommandGroup;
 use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Timeout, TxnCommand};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, Request};
+use crate::upstream::Lane;
 use bytes::Bytes;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use std::sync::Arc;
@@ -42,14 +43,15 @@ fn ready(reply: Bytes) -> Action {
 }
 
 /// Decides how to answer `request`, and has the answer counted in the metrics.
-pub fn dispatch(
-    shared: &Arc<Shared>,
-    client: &mut ClientState,
-    lane: usize,
-    request: Request,
-) -> Action {
+pub fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, request: Request) -> Action {
+    let lane = client.lane();
     let started = Instant::now();
+    let was_in_multi = client.txn.in_multi();
     let (action, command, group) = route(shared, client, lane, request);
+    if was_in_multi || client.txn.in_multi() {
+        client.handle.set_multi(client.txn.queued_len());
+    }
+    let silent = reply_suppressed(client, command.as_deref());
     let metrics = shared.metrics.clone();
     fn name(command: &Option<Arc<CommandInfo>>) -> &str {
         command.as_ref().map(|i| i.name.as_str()).unwrap_or("other")
@@ -62,7 +64,10 @@ pub fn dispatch(
         async move {
             let reply = reply.await;
             metrics.observe_command(name(&command), group, &reply, started.elapsed());
-            reply
+            match silent {
+                true => Bytes::new(),
+                false => reply,
+            }
         }
         .boxed()
     };
@@ -73,11 +78,27 @@ pub fn dispatch(
     }
 }
 
+/// Applies CLIENT REPLY OFF/SKIP: whether this command's reply is dropped.
+fn reply_suppressed(client: &mut ClientState, command: Option<&CommandInfo>) -> bool {
+    if command.is_some_and(|c| c.name == "client|reply") {
+        // ON answers; OFF and SKIP do not.
+        return client.reply_mode != ReplyMode::On;
+    }
+    match client.reply_mode {
+        ReplyMode::On => false,
+        ReplyMode::Off => true,
+        ReplyMode::SkipNext => {
+            client.reply_mode = ReplyMode::On;
+            true
+        }
+    }
+}
+
 /// The action for `request`, the command it is (when the cluster knows it) and its group.
 fn route(
     shared: &Arc<Shared>,
     client: &mut ClientState,
-    lane: usize,
+    lane: Lane,
     request: Request,
 ) -> (Action, Option<Arc<CommandInfo>>, CommandGroup) {
     let in_multi = client.txn.in_multi();
@@ -94,7 +115,10 @@ fn route(
         ));
     };
     let info = match snapshot.commands.lookup(&request.args) {
-        Lookup::Found(info) => info.clone(),
+        Lookup::Found(info) => {
+            client.handle.ran(info);
+            info.clone()
+        }
         Lookup::Unknown => return rejected(unknown_command(&request.args)),
         Lookup::UnknownSubcommand(parent) => {
             return rejected(reply::error(&format!(
@@ -128,7 +152,8 @@ fn route(
             CommandGroup::Pinned
         }
     };
-    if client.pubsub.as_ref().is_some_and(|p| p.active()) {
+    // RESP2's subscribed mode; a RESP3 client may run any command while subscribed.
+    if !client.resp3 && client.pubsub.as_ref().is_some_and(|p| p.active()) {
         match info.policy {
             Policy::PubSub(_) | Policy::Local(Local::Quit | Local::Reset) => {}
             Policy::Local(Local::Ping) => {
@@ -162,7 +187,7 @@ fn route(
 fn answer(
     shared: &Arc<Shared>,
     client: &mut ClientState,
-    lane: usize,
+    lane: Lane,
     request: Request,
     info: &Arc<CommandInfo>,
     snapshot: Arc<Snapshot>,
@@ -176,7 +201,7 @@ fn answer(
                 TxnCommand::Multi => ready(client.txn.multi()),
                 TxnCommand::Exec => client.txn.exec(router, lane),
                 TxnCommand::Discard => client.txn.discard(router),
-                TxnCommand::Watch => client.txn.watch(router, info, &request.args),
+                TxnCommand::Watch => client.txn.watch(router, info, &request.args, lane.resp3),
                 TxnCommand::Unwatch => client.txn.unwatch(router),
             }
         }
@@ -185,7 +210,8 @@ fn answer(
             let state = client
                 .pubsub
                 .get_or_insert_with(|| Box::new(pubsub::PubSub::new(limit, overflow)));
-            let reply = state.command(&shared.router, command, &request.args);
+            let reply = state.command(&shared.router, command, &request.args, client.resp3);
+            client.handle.set_subscriptions(state.counts());
             if !state.active() {
                 // Out of subscribed mode: the subscriber connections close.
                 client.pubsub = None;
@@ -238,7 +264,7 @@ fn answer(
 fn keyed(
     shared: &Arc<Shared>,
     client: &mut ClientState,
-    lane: usize,
+    lane: Lane,
     info: &CommandInfo,
     request: Request,
 ) -> Action {
@@ -279,7 +305,7 @@ fn keyed(
 }
 
 /// `EVALSHA`: routed like any keyed command, with NOSCRIPT healed (see [`super::scripts`]).
-fn evalsha(shared: &Arc<Shared>, lane: usize, info: &CommandInfo, request: Request) -> Action {
+fn evalsha(shared: &Arc<Shared>, lane: Lane, info: &CommandInfo, request: Request) -> Action {
     let KeyPositions::Known(positions) = info.key_positions(&request.args) else {
         return Action::now(reply::error(
             "ERR slotproxy: EVALSHA with unreadable key arguments",
@@ -329,6 +355,7 @@ fn blocking(
         args: request.args,
         slot,
         timeout,
+        resp3: client.resp3,
     };
     let (router, pinned) = (shared.router.clone(), client.blocking.clone());
     Action::Exclusive(super::blocking::run(router, pinned, call).boxed())
@@ -336,7 +363,7 @@ fn blocking(
 
 /// A command whose keys could not be read: let any master answer (it will word the error).
 fn keyed_fallback(shared: &Arc<Shared>, request: Request, write: bool) -> Action {
-    send(shared, 0, None, request.raw, write)
+    send(shared, Lane::default(), None, request.raw, write)
 }
 
 /// The slot all keys share (`None` without keys), or the CROSSSLOT error.
@@ -357,7 +384,7 @@ pub fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u
 fn send_for_slot(
     shared: &Arc<Shared>,
     client: &mut ClientState,
-    lane: usize,
+    lane: Lane,
     slot: Option<u16>,
     payload: Bytes,
     write: bool,
@@ -370,7 +397,7 @@ fn send_for_slot(
 
 fn send(
     shared: &Arc<Shared>,
-    lane: usize,
+    lane: Lane,
     target: Option<Target>,
     payload: Bytes,
     write: bool,
@@ -383,7 +410,7 @@ fn send(
 fn local_command(
     shared: &Arc<Shared>,
     client: &mut ClientState,
-    lane: usize,
+    lane: Lane,
     kind: Local,
     request: Request,
     snapshot: Arc<Snapshot>,
@@ -400,14 +427,27 @@ fn local_command(
             client.pubsub = None;
             client.blocking = Default::default();
             client.last_write = None;
-            client.name = None;
+            client.handle.set_name(None);
+            client.handle.set_subscriptions([0; 3]);
+            client.handle.set_user("default");
+            client.handle.set_resp3(false);
+            client.resp3 = false;
+            client.reply_mode = Default::default();
             client.authenticated = !shared.auth.required();
             ready(reply::simple("RESET"))
         }
-        Local::Client => ready(local::client(args, client)),
+        Local::Client => ready(super::client_cmd::client(args, client, &shared.clients)),
         Local::Auth => {
             let (reply, ok) = super::auth::auth(&shared.auth, args);
             client.authenticated |= ok;
+            if ok {
+                let user = if args.len() == 3 {
+                    &args[1][..]
+                } else {
+                    b"default"
+                };
+                client.handle.set_user(&String::from_utf8_lossy(user));
+            }
             ready(reply)
         }
         Local::KeySlot => ready(local::keyslot(args)),

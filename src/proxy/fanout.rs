@@ -9,6 +9,7 @@ use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::command::Join;
 use crate::protocol::request::encode_command;
 use crate::protocol::{reply, scan};
+use crate::upstream::Lane;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use std::sync::Arc;
@@ -77,7 +78,7 @@ pub struct SplitCommand {
 /// moments), so other clients never see it half applied; only a slot stuck open longer than
 /// the retry budget makes it fall back to single-key writes (each idempotent), so a stuck
 /// migration never blocks writes.
-pub async fn split(router: Arc<Router>, lane: usize, command: SplitCommand) -> Bytes {
+pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> Bytes {
     let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
     let replies = join_all(
         parts
@@ -109,7 +110,7 @@ pub async fn split(router: Arc<Router>, lane: usize, command: SplitCommand) -> B
 
 /// Sends one per-slot part; a `TRYAGAIN` (partly migrated slot) makes a read part one command
 /// per key at once, and a write part only after waiting for the slot to settle.
-async fn send_part(router: &Router, lane: usize, command: &SplitCommand, part: &Part) -> Bytes {
+async fn send_part(router: &Router, lane: Lane, command: &SplitCommand, part: &Part) -> Bytes {
     let target = Target::Slot(part.slot);
     let retry = Retry {
         write: command.write,
@@ -153,7 +154,7 @@ async fn send_part(router: &Router, lane: usize, command: &SplitCommand, part: &
 pub async fn all_masters(
     router: Arc<Router>,
     snapshot: Arc<Snapshot>,
-    lane: usize,
+    lane: Lane,
     payload: Bytes,
     join: Join,
 ) -> Bytes {
@@ -205,6 +206,16 @@ fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
             }
             reply::array_of_raw(&all)
         }
+        Join::MinInteger => {
+            let mut least: Option<i64> = None;
+            for raw in replies {
+                match scan::integer(raw) {
+                    Some(n) => least = Some(least.map_or(n, |l| l.min(n))),
+                    None => return unexpected(raw),
+                }
+            }
+            reply::integer(least.unwrap_or(0))
+        }
         Join::Union => {
             let mut seen = std::collections::BTreeSet::new();
             for raw in replies {
@@ -242,7 +253,7 @@ fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
         }
         Join::FirstNonNil | Join::AnyOk => replies
             .iter()
-            .find(|r| &r[..] != b"$-1\r\n")
+            .find(|r| !reply::is_null(r))
             .cloned()
             .unwrap_or_else(reply::null),
         Join::AllIntegersAnd => {

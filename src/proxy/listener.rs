@@ -1,5 +1,6 @@
 //! Accepts client connections and starts a tracked session task for each.
 
+use super::clients::ClientHandle;
 use super::local::ClientState;
 use super::{session, Shared};
 use crate::protocol::reply;
@@ -44,17 +45,23 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         metrics.client_connections_accepted.inc();
         metrics.client_connections.inc();
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let local = stream
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let handle = Arc::new(ClientHandle::new(id, peer.to_string(), local.clone()));
+        shared.clients.add(handle.clone());
         let client = ClientState {
-            id: shared.next_client_id.fetch_add(1, Ordering::Relaxed),
-            name: None,
+            id,
             peer: peer.to_string(),
-            local: stream
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+            local,
             authenticated: !shared.auth.required(),
+            handle,
+            reply_mode: Default::default(),
             txn: Default::default(),
             blocking: Default::default(),
+            resp3: false,
             last_write: None,
             pubsub: None,
             overflow: Default::default(),
@@ -62,7 +69,8 @@ pub async fn run(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            session::run(stream, shared, client, shutdown).await;
+            session::run(stream, shared.clone(), client, shutdown).await;
+            shared.clients.remove(id);
             metrics.client_connections.dec();
         });
     }

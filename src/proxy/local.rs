@@ -4,8 +4,8 @@ use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::request::encode_command;
 use crate::protocol::{reply, scan};
+use crate::upstream::Lane;
 use bytes::Bytes;
-use redis_protocol::resp2::types::BytesFrame;
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -14,8 +14,10 @@ use std::sync::Arc;
 pub struct ClientState {
     /// CLIENT ID
     pub id: u64,
-    /// CLIENT SETNAME
-    pub name: Option<Bytes>,
+    /// What CLIENT LIST shows of this client, and its CLIENT KILL switch.
+    pub handle: Arc<super::clients::ClientHandle>,
+    /// CLIENT REPLY
+    pub reply_mode: ReplyMode,
     /// Peer address, for CLIENT INFO.
     pub peer: String,
     /// Local address, for CLIENT INFO.
@@ -26,6 +28,8 @@ pub struct ClientState {
     pub txn: super::transaction::TxnState,
     /// The connection blocking commands run on, opened on first use.
     pub blocking: super::pinned::SharedPinned,
+    /// The client switched to RESP3 (`HELLO 3`).
+    pub resp3: bool,
     /// The slot of the client's last write, where WAIT is asked.
     pub last_write: Option<u16>,
     /// Subscriptions; `Some` while the client is in subscribed mode.
@@ -34,8 +38,26 @@ pub struct ClientState {
     pub overflow: tokio_util::sync::CancellationToken,
 }
 
-fn bulk_str(s: &str) -> BytesFrame {
-    BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()))
+/// CLIENT REPLY ON|OFF|SKIP
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Every command is answered.
+    #[default]
+    On,
+    /// No command is answered until CLIENT REPLY ON.
+    Off,
+    /// The next command is not answered.
+    SkipNext,
+}
+
+impl ClientState {
+    /// The shared node connections this client's requests take.
+    pub fn lane(&self) -> Lane {
+        Lane {
+            index: self.id as usize,
+            resp3: self.resp3,
+        }
+    }
 }
 
 /// PING [message]
@@ -68,12 +90,11 @@ pub fn hello(
     auth: &crate::config::AuthSection,
 ) -> Bytes {
     let mut i = 1;
+    let mut resp3 = client.resp3;
     if let Some(version) = args.get(1) {
         match crate::protocol::parse_i64(version) {
-            Some(2) => {}
-            Some(3) => {
-                return reply::error("NOPROTO sorry, this protocol version is not supported")
-            }
+            Some(2) => resp3 = false,
+            Some(3) => resp3 = true,
             Some(_) => return reply::error("NOPROTO unsupported protocol version"),
             None => return reply::error("ERR Protocol version is not an integer or out of range"),
         }
@@ -87,6 +108,9 @@ pub fn hello(
                     return reply::error(super::auth::WRONGPASS);
                 }
                 client.authenticated = true;
+                client
+                    .handle
+                    .set_user(&String::from_utf8_lossy(&args[i + 1]));
                 i += 3;
             }
             (b"setname", n) if n >= 1 => {
@@ -108,77 +132,41 @@ pub fn hello(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
         );
     }
-    reply::encode(&BytesFrame::Array(vec![
-        bulk_str("server"),
-        bulk_str("redis"),
-        bulk_str("version"),
-        bulk_str(&snapshot.server_version),
-        bulk_str("proto"),
-        BytesFrame::Integer(2),
-        bulk_str("id"),
-        BytesFrame::Integer(client.id as i64),
-        bulk_str("mode"),
-        bulk_str("standalone"),
-        bulk_str("role"),
-        bulk_str("master"),
-        bulk_str("modules"),
-        BytesFrame::Array(vec![]),
-    ]))
+    client.resp3 = resp3;
+    client.handle.set_resp3(resp3);
+    let text = |s: &str| reply::bulk(Bytes::copy_from_slice(s.as_bytes()));
+    reply::map_of_raw(
+        &[
+            (text("server"), text("redis")),
+            (text("version"), text(&snapshot.server_version)),
+            (text("proto"), reply::integer(if resp3 { 3 } else { 2 })),
+            (text("id"), reply::integer(client.id as i64)),
+            (text("mode"), text("standalone")),
+            (text("role"), text("master")),
+            (text("modules"), reply::array_of_raw(&[])),
+        ],
+        resp3,
+    )
 }
 
-fn set_name(client: &mut ClientState, name: &Bytes) -> Result<(), Bytes> {
+/// CLIENT SETNAME rules: no spaces or special characters; empty clears the name.
+pub fn set_name(client: &ClientState, name: &Bytes) -> Result<(), Bytes> {
     if name.iter().any(|&b| b <= b' ' || b > b'~') {
         return Err(reply::error(
             "ERR Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    client.name = if name.is_empty() {
-        None
-    } else {
-        Some(name.clone())
-    };
+    client
+        .handle
+        .set_name((!name.is_empty()).then(|| name.clone()));
     Ok(())
-}
-
-/// CLIENT subcommands that concern this connection only.
-pub fn client(args: &[Bytes], client: &mut ClientState) -> Bytes {
-    let sub = args[1].to_ascii_lowercase();
-    match (sub.as_slice(), args.len()) {
-        (b"setname", 3) => match set_name(client, &args[2]) {
-            Ok(()) => reply::ok(),
-            Err(e) => e,
-        },
-        (b"getname", 2) => client
-            .name
-            .clone()
-            .map(reply::bulk)
-            .unwrap_or_else(reply::null),
-        (b"id", 2) => reply::integer(client.id as i64),
-        (b"setinfo", 4) => reply::ok(),
-        (b"reply", 3) if args[2].eq_ignore_ascii_case(b"on") => reply::ok(),
-        (b"info", 2) => reply::bulk(Bytes::from(format!(
-            "id={} addr={} laddr={} name={} db=0 resp=2\n",
-            client.id,
-            client.peer,
-            client.local,
-            client
-                .name
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default()
-        ))),
-        _ => reply::error(&format!(
-            "ERR CLIENT {} is not supported by slotproxy",
-            String::from_utf8_lossy(&args[1]).to_uppercase()
-        )),
-    }
 }
 
 /// INFO [section …]: the proxy's own sections plus cluster-wide sums.
 pub async fn info(
     shared: Arc<Shared>,
     snapshot: Arc<Snapshot>,
-    lane: usize,
+    lane: Lane,
     sections: Vec<String>,
 ) -> Bytes {
     let wanted = |name: &str| {
@@ -267,7 +255,7 @@ pub async fn info(
             let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
-    reply::bulk(Bytes::from(out))
+    reply::verbatim(&out, lane.resp3)
 }
 
 fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {

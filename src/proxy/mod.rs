@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod blocking;
+pub mod client_cmd;
+pub mod clients;
 pub mod dispatch;
 pub mod fanout;
 pub mod listener;
@@ -47,4 +49,6 @@ pub struct Shared {
     pub auth: crate::config::AuthSection,
     /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
     pub pubsub_output_limit: usize,
+    /// Connected clients, for CLIENT LIST and CLIENT KILL.
+    pub clients: clients::Registry,
 }

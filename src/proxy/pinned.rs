@@ -31,25 +31,32 @@ impl Pinned {
         self.conn.as_ref().map(ControlConn::addr)
     }
 
+    /// Whether the connection speaks RESP3.
+    pub fn resp3(&self) -> bool {
+        self.conn.as_ref().is_some_and(ControlConn::resp3)
+    }
+
     /// How often the connection was (re)opened; WATCH state survives only while this stays.
     pub fn connects(&self) -> u64 {
         self.conn.as_ref().map_or(0, ControlConn::connects)
     }
 
     /// Sends `payload` (producing `frames` replies) to `addr`, re-aiming the connection there
-    /// first if needed; `asking` sends `ASKING` before it.
+    /// (and to the client's protocol) first if needed; `asking` sends `ASKING` before it.
     pub async fn call(
         &mut self,
         router: &Router,
-        addr: &str,
+        to: (&str, bool),
         payload: &[u8],
         frames: usize,
         asking: bool,
         timeout: Duration,
     ) -> Result<Vec<Bytes>, UpstreamError> {
-        if self.addr() != Some(addr) {
+        let (addr, resp3) = to;
+        let aimed = self.conn.as_ref().map(|c| (c.addr(), c.resp3()));
+        if aimed != Some((addr, resp3)) {
             let settings = router.topology.settings().clone();
-            self.conn = Some(ControlConn::new(addr, settings));
+            self.conn = Some(ControlConn::with_protocol(addr, settings, resp3));
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(UpstreamError::Connect {
@@ -91,7 +98,7 @@ pub enum Outcome {
 pub async fn call_for_slot(
     router: &Router,
     pinned: &mut Pinned,
-    slot: Option<u16>,
+    (slot, resp3): (Option<u16>, bool),
     mut payload: impl FnMut() -> (Bytes, Duration),
 ) -> Outcome {
     let mut ask: Option<String> = None;
@@ -112,7 +119,7 @@ pub async fn call_for_slot(
         };
         let (command, timeout) = payload();
         let result = pinned
-            .call(router, &addr, &command, 1, ask.is_some(), timeout)
+            .call(router, (&addr, resp3), &command, 1, ask.is_some(), timeout)
             .await;
         ask = None;
         let raw = match result.map(|mut r| r.pop()) {

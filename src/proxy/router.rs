@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::protocol::request::encode_command;
 use crate::protocol::{command::parse_getkeys_reply, reply, scan};
 use crate::upstream::pool::NodePool;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ impl Router {
         }
     }
 
-    fn resolve(&self, target: Target, lane: usize) -> Option<Arc<NodePool>> {
+    fn resolve(&self, target: Target, lane: Lane) -> Option<Arc<NodePool>> {
         let snapshot = self.topology.snapshot()?;
         match target {
             Target::Slot(slot) => snapshot.owner(slot).cloned(),
@@ -78,7 +79,8 @@ impl Router {
     /// The address of the node serving `slot` (any master for `None`), from the current map.
     pub fn owner_addr(&self, slot: Option<u16>) -> Option<String> {
         let target = slot.map(Target::Slot).unwrap_or(Target::AnyMaster);
-        self.resolve(target, 0).map(|pool| pool.addr().to_string())
+        self.resolve(target, Lane::default())
+            .map(|pool| pool.addr().to_string())
     }
 
     /// How many times a failed call is retried (`cluster.max_retries`).
@@ -99,7 +101,7 @@ impl Router {
     }
 
     /// Sends `payload` to `target` and returns the reply the client should see.
-    pub async fn send(&self, lane: usize, target: Target, payload: Bytes, write: bool) -> Bytes {
+    pub async fn send(&self, lane: Lane, target: Target, payload: Bytes, write: bool) -> Bytes {
         self.send_call(
             lane,
             target,
@@ -116,7 +118,7 @@ impl Router {
     /// Like [`Router::send`], with the retry rules spelled out.
     pub async fn send_call(
         &self,
-        lane: usize,
+        lane: Lane,
         target: Target,
         payload: Bytes,
         retry: Retry,
@@ -226,7 +228,7 @@ impl Router {
     }
 
     /// Sends `payload` to one specific node, without redirect handling (fan-out).
-    pub async fn send_to_node(&self, pool: &NodePool, lane: usize, payload: Bytes) -> Bytes {
+    pub async fn send_to_node(&self, pool: &NodePool, lane: Lane, payload: Bytes) -> Bytes {
         match pool.request(lane, payload, false, self.timeout).await {
             Ok(reply) => reply,
             Err(error) => {
@@ -238,7 +240,7 @@ impl Router {
 
     /// Asks the cluster where the keys of `args` are (`COMMAND GETKEYS`), for commands whose
     /// key specs are incomplete. `Ok(empty)` means the call has no keys.
-    pub async fn cluster_getkeys(&self, lane: usize, args: &[Bytes]) -> Result<Vec<Bytes>, Bytes> {
+    pub async fn cluster_getkeys(&self, lane: Lane, args: &[Bytes]) -> Result<Vec<Bytes>, Bytes> {
         let mut query: Vec<&[u8]> = vec![b"COMMAND", b"GETKEYS"];
         query.extend(args.iter().map(|a| a.as_ref()));
         let raw = self

@@ -12,6 +12,7 @@ use super::router::Router;
 use crate::cluster::Snapshot;
 use crate::protocol::request::encode_command;
 use crate::protocol::{reply, scan as frames};
+use crate::upstream::Lane;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -41,7 +42,7 @@ fn masters_by_lowest_slot(snapshot: &Snapshot) -> Vec<(u16, usize)> {
 pub async fn scan(
     router: Arc<Router>,
     snapshot: Arc<Snapshot>,
-    lane: usize,
+    lane: Lane,
     args: Vec<Bytes>,
 ) -> Bytes {
     let Some(cursor) = std::str::from_utf8(&args[1])

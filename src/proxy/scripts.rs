@@ -6,6 +6,7 @@
 
 use super::router::{Router, Target};
 use crate::protocol::request::encode_command;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,7 +52,7 @@ impl ScriptCache {
 pub async fn evalsha(
     router: &Router,
     cache: &ScriptCache,
-    lane: usize,
+    lane: Lane,
     target: Target,
     request: (Bytes, Bytes),
     write: bool,

@@ -51,7 +51,6 @@ pub async fn run(
     let mut exclusive: Option<BoxFuture<'static, Bytes>> = None;
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut client = client;
-    let lane = client.id as usize;
     let max = shared.max_pipeline;
     let (mut reading, mut closing) = (true, false);
     loop {
@@ -60,7 +59,7 @@ pub async fn run(
             match next {
                 Held::Request(request) => {
                     let was_authenticated = client.authenticated;
-                    match dispatch(&shared, &mut client, lane, request) {
+                    match dispatch(&shared, &mut client, request) {
                         Action::Reply(reply) => inflight.push_back(reply),
                         Action::Exclusive(reply) => exclusive = Some(reply),
                         Action::ReplyAndClose(last) => {
@@ -107,7 +106,10 @@ pub async fn run(
             event = next_pubsub(&mut client.pubsub), if pubsub_ready => {
                 if let Some(state) = client.pubsub.as_mut() {
                     if let Wakeup::Message(message) = state.handle(&shared.router, event) {
-                        out.extend_from_slice(&message);
+                        match client.resp3 {
+                            true => out.extend_from_slice(&crate::protocol::reply::as_push(message)),
+                            false => out.extend_from_slice(&message),
+                        }
                         if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
                             break;
                         }
@@ -115,6 +117,7 @@ pub async fn run(
                 }
             }
             _ = client.overflow.cancelled() => break,
+            _ = client.handle.kill.cancelled() => break,
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);

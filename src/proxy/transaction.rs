@@ -22,6 +22,7 @@ use super::router::{Retry, Router, Target};
 use crate::protocol::command::{CommandInfo, Local, Policy};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, scan};
+use crate::upstream::Lane;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::FutureExt;
 use std::sync::Arc;
@@ -29,8 +30,6 @@ use std::sync::Arc;
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
-/// EXEC's answer when a watched key was touched.
-const NIL_ARRAY: &[u8] = b"*-1\r\n";
 const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 /// A client's transaction state.
@@ -64,6 +63,11 @@ impl TxnState {
     /// Inside MULTI: commands other than the transaction's own are queued.
     pub fn in_multi(&self) -> bool {
         self.queued.is_some()
+    }
+
+    /// Commands queued since MULTI (`None`: not in MULTI), for CLIENT LIST.
+    pub fn queued_len(&self) -> Option<usize> {
+        self.queued.as_ref().map(|q| q.commands.len())
     }
 
     /// MULTI
@@ -110,7 +114,7 @@ impl TxnState {
     }
 
     /// EXEC
-    pub fn exec(&mut self, router: &Arc<Router>, lane: usize) -> Action {
+    pub fn exec(&mut self, router: &Arc<Router>, lane: Lane) -> Action {
         let Some(queued) = self.queued.take() else {
             return Action::now(reply::error("ERR EXEC without MULTI"));
         };
@@ -142,7 +146,8 @@ impl TxnState {
         let pinned = self.pinned.clone();
         let watch = self.watch.clone();
         Action::Exclusive(
-            async move { exec_watched(&router, &pinned, &watch, block, frames).await }.boxed(),
+            async move { exec_watched(&router, &pinned, &watch, block, frames, lane.resp3).await }
+                .boxed(),
         )
     }
 
@@ -158,7 +163,13 @@ impl TxnState {
     }
 
     /// WATCH key …
-    pub fn watch(&mut self, router: &Arc<Router>, info: &CommandInfo, args: &[Bytes]) -> Action {
+    pub fn watch(
+        &mut self,
+        router: &Arc<Router>,
+        info: &CommandInfo,
+        args: &[Bytes],
+        resp3: bool,
+    ) -> Action {
         if self.queued.is_some() {
             return Action::now(reply::error("ERR WATCH inside MULTI is not allowed"));
         }
@@ -180,7 +191,7 @@ impl TxnState {
         Action::Exclusive(
             async move {
                 let mut pinned = pinned.lock().await;
-                watch_on_pinned(&router, &mut pinned, &watch, slot, raw, first).await
+                watch_on_pinned(&router, &mut pinned, &watch, slot, raw, first, resp3).await
             }
             .boxed(),
         )
@@ -254,6 +265,7 @@ async fn watch_on_pinned(
     slot: u16,
     raw: Bytes,
     first: bool,
+    resp3: bool,
 ) -> Bytes {
     let health = |f: &mut dyn FnMut(&mut WatchHealth)| {
         let mut h = watch.lock().unwrap_or_else(|e| e.into_inner());
@@ -268,7 +280,8 @@ async fn watch_on_pinned(
     let before = pinned.connects();
     let timeout = router.request_timeout();
     for _ in 0..=router.max_retries() {
-        let outcome = call_for_slot(router, pinned, Some(slot), || (raw.clone(), timeout)).await;
+        let to = (Some(slot), resp3);
+        let outcome = call_for_slot(router, pinned, to, || (raw.clone(), timeout)).await;
         let reply = match outcome {
             Outcome::Moved if first => continue,
             Outcome::Moved => {
@@ -307,20 +320,21 @@ async fn exec_watched(
     watch: &std::sync::Mutex<WatchHealth>,
     block: Bytes,
     frames: usize,
+    resp3: bool,
 ) -> Bytes {
     let mut pinned = pinned.lock().await;
     let health = std::mem::take(&mut *watch.lock().unwrap_or_else(|e| e.into_inner()));
     let Some(addr) = pinned.addr().map(str::to_string) else {
-        return Bytes::from_static(NIL_ARRAY);
+        return reply::null_array_for(resp3);
     };
     if health.broken || pinned.connects() != health.connects {
         unwatch(router, &mut pinned, watch).await;
-        return Bytes::from_static(NIL_ARRAY);
+        return reply::null_array_for(resp3);
     }
     let result = pinned
         .call(
             router,
-            &addr,
+            (&addr, resp3),
             &block,
             frames,
             false,
@@ -338,9 +352,12 @@ async fn exec_watched(
         // Redis discarded the block (and the watch) because the slot moved or is moving:
         // its keys were touched by the move.
         router.topology.request_refresh();
-        return Bytes::from_static(NIL_ARRAY);
+        return reply::null_array_for(resp3);
     }
-    replies.into_iter().last().unwrap_or_else(reply::null)
+    replies
+        .into_iter()
+        .last()
+        .unwrap_or_else(|| reply::null_for(resp3))
 }
 
 /// Clears the pinned connection's watch (a broken connection is simply dropped).
@@ -350,7 +367,14 @@ async fn unwatch(router: &Router, pinned: &mut Pinned, watch: &std::sync::Mutex<
         return;
     };
     let result = pinned
-        .call(router, &addr, UNWATCH, 1, false, router.request_timeout())
+        .call(
+            router,
+            (&addr, pinned.resp3()),
+            UNWATCH,
+            1,
+            false,
+            router.request_timeout(),
+        )
         .await;
     if result.is_err() {
         pinned.close();

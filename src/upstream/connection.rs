@@ -53,6 +53,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Opens a TCP connection to `addr`, with `TCP_NODELAY` and AUTH if configured.
 pub async fn connect(addr: &Arc<str>, settings: &Settings) -> Result<TcpStream, UpstreamError> {
+    connect_with(addr, settings, false).await
+}
+
+/// Like [`connect`]; with `resp3` the connection is switched to RESP3 (`HELLO 3`).
+pub async fn connect_with(
+    addr: &Arc<str>,
+    settings: &Settings,
+    resp3: bool,
+) -> Result<TcpStream, UpstreamError> {
     let fail = |reason: String| UpstreamError::Connect {
         addr: addr.clone(),
         reason,
@@ -84,6 +93,33 @@ pub async fn connect(addr: &Arc<str>, settings: &Settings) -> Result<TcpStream, 
             )));
         }
     }
+    if resp3 {
+        let hello = async {
+            stream
+                .write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
+                .await?;
+            let mut buf = BytesMut::with_capacity(1024);
+            let mut scanner = ReplyScanner::default();
+            loop {
+                if let Ok(Some(_)) = scanner.scan(&buf) {
+                    return Ok::<_, std::io::Error>(buf);
+                }
+                if stream.read_buf(&mut buf).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        };
+        let reply = tokio::time::timeout(settings.connect_timeout, hello)
+            .await
+            .map_err(|_| fail("HELLO 3 timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        if reply.starts_with(b"-") {
+            return Err(fail(format!(
+                "HELLO 3 failed: {}",
+                String::from_utf8_lossy(&reply).trim()
+            )));
+        }
+    }
     Ok(stream)
 }
 
@@ -93,11 +129,12 @@ pub async fn supervise(
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
+    resp3: bool,
 ) {
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
-        match connect(&addr, &settings).await {
+        match connect_with(&addr, &settings, resp3).await {
             Ok(stream) => {
                 if !first {
                     metrics

@@ -28,6 +28,7 @@ pub struct ControlConn {
     /// the previous call was cancelled and its reply may still arrive, so the stream is
     /// replaced.
     busy: bool,
+    resp3: bool,
 }
 
 impl ControlConn {
@@ -40,7 +41,22 @@ impl ControlConn {
             buf: BytesMut::new(),
             connects: 0,
             busy: false,
+            resp3: false,
         }
+    }
+
+    /// Like [`ControlConn::new`], speaking RESP3 when `resp3` (for a RESP3 client's own
+    /// connection, whose replies go to it unchanged).
+    pub fn with_protocol(addr: &str, settings: Arc<Settings>, resp3: bool) -> ControlConn {
+        ControlConn {
+            resp3,
+            ..ControlConn::new(addr, settings)
+        }
+    }
+
+    /// Whether the connection speaks RESP3.
+    pub fn resp3(&self) -> bool {
+        self.resp3
     }
 
     /// The node's `host:port`.
@@ -101,7 +117,9 @@ impl ControlConn {
             self.busy = false;
         }
         if self.stream.is_none() {
-            self.stream = Some(super::connection::connect(&self.addr, &self.settings).await?);
+            let stream =
+                super::connection::connect_with(&self.addr, &self.settings, self.resp3).await?;
+            self.stream = Some(stream);
             self.connects += 1;
         }
         let addr = self.addr.clone();

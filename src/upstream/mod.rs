@@ -12,6 +12,19 @@ pub mod pool;
 
 use std::time::Duration;
 
+/// Which of a node's shared connections carries a client's requests.
+///
+/// A client always takes the same one (its index modulo the pool size), so its pipelined
+/// commands to a node run in the order it sent them. Clients that switched to RESP3 take the
+/// node's RESP3 connections, so replies reach them exactly as a RESP3 Redis sends them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lane {
+    /// The client's position among the connections.
+    pub index: usize,
+    /// The client speaks RESP3 (`HELLO 3`).
+    pub resp3: bool,
+}
+
 /// How to reach nodes; shared by every pool.
 #[derive(Clone)]
 pub struct Settings {

@@ -1,7 +1,7 @@
 //! The connections to one node.
 
 use super::connection::{supervise, Job, ReplyResult};
-use super::Settings;
+use super::{Lane, Settings};
 use crate::error::UpstreamError;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 pub struct NodePool {
     addr: Arc<str>,
     lanes: Vec<mpsc::UnboundedSender<Job>>,
+    /// The RESP3 connections, opened when the first RESP3 client needs one.
+    resp3_lanes: std::sync::OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
     /// This node's `slotproxy_upstream_requests_total` series, resolved once.
     requests: prometheus::IntCounter,
 }
@@ -25,23 +29,15 @@ impl NodePool {
     /// Starts the connection tasks for `addr`; they stop when the pool is dropped.
     pub fn spawn(addr: &str, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Arc<NodePool> {
         let addr: Arc<str> = addr.into();
-        let lanes = (0..settings.connections_per_node.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(supervise(
-                    addr.clone(),
-                    settings.clone(),
-                    metrics.clone(),
-                    rx,
-                ));
-                tx
-            })
-            .collect();
+        let lanes = spawn_lanes(&addr, &settings, &metrics, false);
         metrics.init_node(&addr);
         let requests = metrics.upstream_requests.with_label_values(&[&addr]);
         Arc::new(NodePool {
             addr,
             lanes,
+            resp3_lanes: std::sync::OnceLock::new(),
+            settings,
+            metrics,
             requests,
         })
     }
@@ -52,12 +48,7 @@ impl NodePool {
     }
 
     /// Queues a request on the client's lane; the reply arrives on the returned receiver.
-    pub fn send(
-        &self,
-        lane: usize,
-        payload: Bytes,
-        asking: bool,
-    ) -> oneshot::Receiver<ReplyResult> {
+    pub fn send(&self, lane: Lane, payload: Bytes, asking: bool) -> oneshot::Receiver<ReplyResult> {
         self.send_frames(lane, payload, asking, 1)
     }
 
@@ -65,7 +56,7 @@ impl NodePool {
     /// back to back (`MULTI … EXEC`); the reply is their `frames` replies, concatenated.
     pub fn send_frames(
         &self,
-        lane: usize,
+        lane: Lane,
         payload: Bytes,
         asking: bool,
         frames: usize,
@@ -78,7 +69,13 @@ impl NodePool {
             frames,
             reply,
         };
-        if let Err(mpsc::error::SendError(job)) = self.lanes[lane % self.lanes.len()].send(job) {
+        let lanes = match lane.resp3 {
+            false => &self.lanes,
+            true => self
+                .resp3_lanes
+                .get_or_init(|| spawn_lanes(&self.addr, &self.settings, &self.metrics, true)),
+        };
+        if let Err(mpsc::error::SendError(job)) = lanes[lane.index % lanes.len()].send(job) {
             let _ = job.reply.send(Err(UpstreamError::Connect {
                 addr: self.addr.clone(),
                 reason: "connection task stopped".into(),
@@ -90,7 +87,7 @@ impl NodePool {
     /// Sends a request and waits for its reply at most `timeout`.
     pub async fn request(
         &self,
-        lane: usize,
+        lane: Lane,
         payload: Bytes,
         asking: bool,
         timeout: Duration,
@@ -98,6 +95,23 @@ impl NodePool {
         let rx = self.send(lane, payload, asking);
         wait(&self.addr, rx, timeout).await
     }
+}
+
+/// Starts `connections_per_node` connection tasks to `addr`.
+fn spawn_lanes(
+    addr: &Arc<str>,
+    settings: &Arc<Settings>,
+    metrics: &Arc<Metrics>,
+    resp3: bool,
+) -> Vec<mpsc::UnboundedSender<Job>> {
+    (0..settings.connections_per_node.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = supervise(addr.clone(), settings.clone(), metrics.clone(), rx, resp3);
+            tokio::spawn(task);
+            tx
+        })
+        .collect()
 }
 
 /// Waits for a reply from `addr` at most `timeout`.

@@ -544,6 +544,36 @@ pub fn raw_exchange(addr: SocketAddr, input: &[u8], timeout: Duration) -> Vec<u8
     out
 }
 
+/// Sends each command of `script` in turn on a fresh connection to `addr`, reading for
+/// `settle` after each; returns every byte received.
+pub fn conversation(addr: SocketAddr, script: &[&[&str]], settle: Duration) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    let mut input = Vec::new();
+    for command in script {
+        input.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+        for arg in *command {
+            input.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+        }
+        // One command at a time, as a client waiting for each reply would.
+        stream.write_all(&input).expect("write");
+        input.clear();
+        let until = Instant::now() + settle;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < until {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
 /// Keys `prefix:0..n` that all hash to one slot (hash tag), and that slot.
 pub fn keys_in_one_slot(tag: &str, n: usize) -> (u16, Vec<String>) {
     let slot = slotproxy::cluster::key_slot(tag.as_bytes());

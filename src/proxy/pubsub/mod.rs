@@ -109,6 +109,11 @@ impl PubSub {
         !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
     }
 
+    /// Channels, patterns and shard channels subscribed (for CLIENT LIST).
+    pub fn counts(&self) -> [usize; 3] {
+        [self.channels.len(), self.patterns.len(), self.shard.len()]
+    }
+
     fn global_count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }
@@ -119,7 +124,16 @@ impl PubSub {
         router: &Arc<Router>,
         command: PubSubCommand,
         args: &[Bytes],
+        resp3: bool,
     ) -> BoxFuture<'static, Bytes> {
+        let push = |parts: &[&[u8]], count: Option<usize>| match resp3 {
+            true => reply::as_push(push(parts, count)),
+            false => push(parts, count),
+        };
+        let empty_unsubscribe = |kind: &[u8], count: usize| match resp3 {
+            true => reply::as_push(empty_unsubscribe(kind, count, true)),
+            false => empty_unsubscribe(kind, count, false),
+        };
         let names = &args[1..];
         let (frames, done) = match command {
             PubSubCommand::Subscribe | PubSubCommand::PSubscribe => {
@@ -431,10 +445,10 @@ impl PubSub {
 }
 
 /// The reply to an unsubscribe with nothing to unsubscribe: `[kind, nil, count]`.
-fn empty_unsubscribe(kind: &[u8], count: usize) -> Bytes {
+fn empty_unsubscribe(kind: &[u8], count: usize, resp3: bool) -> Bytes {
     reply::array_of_raw(&[
         reply::bulk(Bytes::copy_from_slice(kind)),
-        reply::null(),
+        reply::null_for(resp3),
         reply::integer(count as i64),
     ])
 }
