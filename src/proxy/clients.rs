@@ -6,7 +6,6 @@
 //! activity, last command); other sessions read it only when someone asks for the list.
 
 use crate::protocol::command::CommandInfo;
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -27,7 +26,7 @@ pub struct ClientHandle {
     created: Instant,
     /// Milliseconds after `created` of the last command.
     last_active: AtomicU64,
-    last_command: ArcSwapOption<CommandInfo>,
+    last_command: Mutex<Option<Arc<CommandInfo>>>,
     name: Mutex<Option<Bytes>>,
     user: Mutex<String>,
     resp3: AtomicBool,
@@ -48,7 +47,7 @@ impl ClientHandle {
             local,
             created: Instant::now(),
             last_active: AtomicU64::new(0),
-            last_command: ArcSwapOption::empty(),
+            last_command: Mutex::new(None),
             name: Mutex::new(None),
             user: Mutex::new("default".into()),
             resp3: AtomicBool::new(false),
@@ -58,11 +57,14 @@ impl ClientHandle {
         }
     }
 
-    /// Notes a command about to run.
-    pub fn ran(&self, command: &Arc<CommandInfo>) {
+    /// Notes a command about to run; `changed` says it differs from the client's previous
+    /// one (only then is the shared copy updated, so a repeated command costs one store).
+    pub fn ran(&self, command: &Arc<CommandInfo>, changed: bool) {
         let now = self.created.elapsed().as_millis() as u64;
         self.last_active.store(now, Ordering::Relaxed);
-        self.last_command.store(Some(command.clone()));
+        if changed {
+            *self.last_command.lock().unwrap_or_else(|e| e.into_inner()) = Some(command.clone());
+        }
     }
 
     /// CLIENT SETNAME
@@ -128,7 +130,8 @@ impl ClientHandle {
         };
         let command = self
             .last_command
-            .load()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map_or_else(|| "NULL".to_string(), |c| c.name.clone());
         let [sub, psub, ssub] = [0, 1, 2].map(|i| self.subscriptions[i].load(Ordering::Relaxed));

@@ -116,7 +116,9 @@ fn route(
     };
     let info = match snapshot.commands.lookup(&request.args) {
         Lookup::Found(info) => {
-            client.handle.ran(info);
+            let id = Arc::as_ptr(info) as usize;
+            client.handle.ran(info, id != client.last_command);
+            client.last_command = id;
             info.clone()
         }
         Lookup::Unknown => return rejected(unknown_command(&request.args)),

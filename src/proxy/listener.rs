@@ -59,6 +59,7 @@ pub async fn run(
             authenticated: !shared.auth.required(),
             handle,
             reply_mode: Default::default(),
+            last_command: 0,
             txn: Default::default(),
             blocking: Default::default(),
             resp3: false,

@@ -18,6 +18,8 @@ pub struct ClientState {
     pub handle: Arc<super::clients::ClientHandle>,
     /// CLIENT REPLY
     pub reply_mode: ReplyMode,
+    /// Identity (address) of the last command's table entry, to publish only changes.
+    pub last_command: usize,
     /// Peer address, for CLIENT INFO.
     pub peer: String,
     /// Local address, for CLIENT INFO.
