@@ -111,6 +111,10 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         auth: config.auth.clone(),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
         clients: Default::default(),
+        run_id: (0..40)
+            .map(|_| char::from(b"0123456789abcdef"[rand::random::<usize>() % 16]))
+            .collect(),
+        monitors: Default::default(),
     });
 
     let shutdown = CancellationToken::new();

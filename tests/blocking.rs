@@ -107,6 +107,41 @@ fn blocking_pops_wake_time_out_and_do_not_hold_up_others() {
 }
 
 #[test]
+fn client_unblock_ends_a_wait_as_a_timeout_or_an_error() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut admin = proxy.conn();
+    for (mode, expect_error) in [("TIMEOUT", false), ("ERROR", true)] {
+        let mut waiter_con = proxy.conn();
+        let id: i64 = cmd(&mut waiter_con, &["CLIENT", "ID"]);
+        let waiter = std::thread::spawn(move || {
+            let got = redis::cmd("BLPOP")
+                .arg("never")
+                .arg(0)
+                .query::<Option<(String, String)>>(&mut waiter_con);
+            (got, waiter_con)
+        });
+        common::wait_until(Duration::from_secs(5), "BLPOP to block", || {
+            blocked_on_nodes(&cluster) == 1
+        });
+        let woken: i64 = cmd(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string(), mode]);
+        assert_eq!(woken, 1);
+        let (got, waiter_con) = waiter.join().expect("waiter");
+        // The node's wait ended with the proxy's, while the client stays connected.
+        common::wait_until(Duration::from_secs(5), "the node to unblock", || {
+            blocked_on_nodes(&cluster) == 0
+        });
+        drop(waiter_con);
+        match expect_error {
+            false => assert_eq!(got.expect("nil reply"), None),
+            true => assert!(format!("{got:?}").contains("UNBLOCKED"), "{got:?}"),
+        }
+    }
+    let none: i64 = cmd(&mut admin, &["CLIENT", "UNBLOCK", "999999"]);
+    assert_eq!(none, 0);
+}
+
+#[test]
 fn a_client_that_leaves_releases_its_blocked_command() {
     let cluster = Cluster::start(3, 0);
     let proxy = TestProxy::start(&cluster);

@@ -16,12 +16,19 @@ fn render(table: &CommandTable, version: &str) -> String {
          slotproxy does with it. Generated and checked by `tests/command_doc.rs`; regenerate with \
          `UPDATE_DOCS=1 cargo test --test command_doc`.\n\n"
     ));
-    out.push_str("| command | writes | slotproxy |\n|---|---|---|\n");
+    out.push_str(
+        "Status: **routed** to the node owning the keys' slot (keyless: a master), **split** by \
+         slot and joined, **fan-out** to every master and joined, **pinned** (transactions, \
+         blocking commands, Pub/Sub: a connection or state of the client's own), **local** \
+         (answered by the proxy), **refused** (with the reason).\n\n",
+    );
+    out.push_str("| command | writes | status | how, or why not |\n|---|---|---|---|\n");
     for info in table.all() {
         let name = info.name.replace('|', " ").to_uppercase();
         let writes = if info.write { "yes" } else { "" };
         out.push_str(&format!(
-            "| `{name}` | {writes} | {} |\n",
+            "| `{name}` | {writes} | {} | {} |\n",
+            info.policy.status(&info),
             info.policy.describe(&info)
         ));
     }

@@ -150,7 +150,7 @@ fn errors_are_precise_and_named() {
         &["SHUTDOWN"],
         &["REPLICAOF", "NO", "ONE"],
         &["FAILOVER"],
-        &["MONITOR"],
+        &["SWAPDB", "0", "1"],
     ] {
         let message = err(&mut con, refused);
         let name = if refused[0] == "CLUSTER" || refused[0] == "CONFIG" {

@@ -38,7 +38,9 @@ fn subscribers_get_messages_published_on_any_node() {
     }
     // And through the proxy from another client.
     let mut publisher = proxy.conn();
-    let _: i64 = cmd(&mut publisher, &["PUBLISH", "sport.tennis", "match point"]);
+    // PUBLISH through the proxy counts the receivers exactly, as a single Redis does.
+    let receivers: i64 = cmd(&mut publisher, &["PUBLISH", "sport.tennis", "match point"]);
+    assert_eq!(receivers, 1);
     assert_eq!(
         next_message(&mut pubsub),
         ("sport.tennis".to_string(), "match point".to_string())

@@ -178,3 +178,41 @@ fn client_list_kill_reply_and_refusals() {
         .expect("nodes");
     assert_eq!(lastsave, oldest);
 }
+
+#[test]
+fn monitor_shows_the_commands_clients_send() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut watcher = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    std::io::Write::write_all(&mut watcher, b"MONITOR\r\n").expect("MONITOR");
+    watcher
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut ok = [0u8; 5];
+    std::io::Read::read_exact(&mut watcher, &mut ok).expect("+OK");
+    assert_eq!(&ok, b"+OK\r\n");
+    let mut con = proxy.conn();
+    // No password is configured: AUTH fails, and it must not show in the feed either way.
+    let _ = redis::cmd("AUTH").arg("secret").query::<()>(&mut con);
+    let _: () = cmd(&mut con, &["SET", "watched", "a \"quoted\" value"]);
+    let _: Vec<Option<String>> = cmd(&mut con, &["MGET", "watched", "other"]);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\"MGET\"") {
+        let n = std::io::Read::read(&mut watcher, &mut buf).expect("a MONITOR line");
+        assert!(n > 0, "MONITOR feed closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        seen.contains("\"SET\" \"watched\" \"a \\\"quoted\\\" value\""),
+        "{seen}"
+    );
+    // One MGET, as the client sent it, not the per-slot parts the nodes saw.
+    assert!(seen.contains("\"MGET\" \"watched\" \"other\""), "{seen}");
+    assert!(!seen.contains("secret"), "credentials leaked: {seen}");
+    assert!(
+        seen.lines()
+            .all(|l| l.starts_with('+') && l.contains(" [0 127.0.0.1:")),
+        "{seen}"
+    );
+}

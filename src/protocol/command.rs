@@ -61,6 +61,8 @@ pub enum Local {
     Auth,
     /// CLUSTER KEYSLOT key
     KeySlot,
+    /// MONITOR: the proxy's own feed of its clients' commands
+    Monitor,
 }
 
 /// What the proxy does with a command.
@@ -167,12 +169,36 @@ impl Refusal {
 }
 
 impl Policy {
+    /// The kind of service, in one word: routed, split, fan-out, pinned, local or refused (for
+    /// `docs/commands.md`).
+    pub fn status(&self, info: &CommandInfo) -> &'static str {
+        if let Some((status, _)) = client_subcommand(info) {
+            return status;
+        }
+        match self {
+            Policy::Keyed => "routed",
+            Policy::Split(_) => "split",
+            Policy::AllMasters(_) | Policy::Scan => "fan-out",
+            Policy::Transaction(_) | Policy::Blocking(_) | Policy::Wait | Policy::PubSub(_) => {
+                "pinned"
+            }
+            Policy::Local(_) => "local",
+            Policy::Refused(_) => "refused",
+        }
+    }
+
     /// How the proxy serves a command with this policy, in a few words (for
     /// `docs/commands.md`).
     pub fn describe(&self, info: &CommandInfo) -> String {
+        if let Some((_, detail)) = client_subcommand(info) {
+            return detail.into();
+        }
         match self {
             Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
                 "routed by key (with BLOCK: pinned, re-issued after a slot move)".into()
+            }
+            Policy::Keyed if info.name == "publish" => {
+                "the node where the proxy's subscribers are (owner of slot 0)".into()
             }
             Policy::Keyed
                 if info.specs.is_empty() && info.legacy.first == 0 && !info.movable_keys =>
@@ -204,6 +230,25 @@ impl Policy {
             Policy::PubSub(_) => "subscribed on one node (the cluster bus carries all)".into(),
         }
     }
+}
+
+/// CLIENT subcommands share one local handler; some of them are refused (see
+/// `proxy::client_cmd`).
+fn client_subcommand(info: &CommandInfo) -> Option<(&'static str, &'static str)> {
+    let sub = info.name.strip_prefix("client|")?;
+    Some(match sub {
+        "tracking" | "caching" | "getredir" | "trackinginfo" | "no-evict" => (
+            "refused",
+            "refused: node connections are shared, so per-client node state cannot exist",
+        ),
+        "pause" | "unpause" => ("refused", "refused: administers single nodes"),
+        "list" | "kill" | "info" => ("local", "answered by the proxy, for the proxy's clients"),
+        "unblock" => (
+            "local",
+            "answered by the proxy: ends a proxy client's blocking command",
+        ),
+        _ => ("local", "answered by the proxy"),
+    })
 }
 
 /// Policy overrides by command name (`parent|sub` for subcommands).
@@ -263,7 +308,8 @@ fn policy_override(name: &str) -> Option<Policy> {
         "unsubscribe" => PubSub(PubSubCommand::Unsubscribe),
         "punsubscribe" => PubSub(PubSubCommand::PUnsubscribe),
         "sunsubscribe" => PubSub(PubSubCommand::SUnsubscribe),
-        "waitaof" | "monitor" => Refused(Refusal::NotYetSupported),
+        "monitor" => Local(self::Local::Monitor),
+        "waitaof" => Refused(Refusal::NotYetSupported),
         "debug"
         | "config"
         | "acl"

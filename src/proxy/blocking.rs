@@ -11,6 +11,7 @@
 //! proxy therefore polls with `WAIT n 1` (at most 1 ms, and Redis answers as soon as the
 //! replicas acknowledged) until enough replicas acknowledged or the timeout passed.
 
+use super::clients::ClientHandle;
 use super::pinned::{call_for_slot, Outcome, SharedPinned};
 use super::router::{Router, Target};
 use crate::protocol::command::Timeout;
@@ -41,17 +42,54 @@ pub struct BlockingCall {
     pub timeout: Timeout,
     /// The client speaks RESP3.
     pub resp3: bool,
+    /// The client, for CLIENT UNBLOCK.
+    pub handle: Arc<ClientHandle>,
 }
 
-/// Runs a blocking command on the client's pinned connection, re-issuing it after slot moves.
+/// Runs a blocking command on the client's pinned connection, re-issuing it after slot moves;
+/// CLIENT UNBLOCK from another client ends it early.
 pub async fn run(router: Arc<Router>, pinned: SharedPinned, call: BlockingCall) -> Bytes {
+    let handle = call.handle.clone();
+    handle.set_blocked(true);
+    let woken = tokio::select! {
+        reply = wait_for_data(&router, &pinned, &call) => Err(reply),
+        _ = handle.unblock.notified() => Ok(()),
+    };
+    let reply = match woken {
+        Err(reply) => reply,
+        Ok(()) => {
+            // Close the connection the abandoned command waits on, so that the node does not
+            // pop an element for it that nobody would read.
+            pinned.lock().await.close();
+            match handle.unblocked_with_error() {
+                true => reply::error("UNBLOCKED client unblocked via CLIENT UNBLOCK"),
+                false => timed_out(&call),
+            }
+        }
+    };
+    handle.set_blocked(false);
+    reply
+}
+
+/// What the command answers when its timeout passes with no data.
+fn timed_out(call: &BlockingCall) -> Bytes {
+    let single_value = call.args.first().is_some_and(|n| {
+        n.eq_ignore_ascii_case(b"blmove") || n.eq_ignore_ascii_case(b"brpoplpush")
+    });
+    match single_value {
+        true => reply::null_for(call.resp3),
+        false => reply::null_array_for(call.resp3),
+    }
+}
+
+async fn wait_for_data(router: &Arc<Router>, pinned: &SharedPinned, call: &BlockingCall) -> Bytes {
     // A timeout that is not a number is sent as it is: the node words the error.
     let deadline = deadline(&call.args, call.timeout).unwrap_or_default();
     let mut pinned = pinned.lock().await;
     let margin = router.request_timeout();
     let mut moves = 0u32;
     loop {
-        let outcome = call_for_slot(&router, &mut pinned, (Some(call.slot), call.resp3), || {
+        let outcome = call_for_slot(router, &mut pinned, (Some(call.slot), call.resp3), || {
             command_with_remaining(&call.args, deadline.as_ref(), margin)
         })
         .await;

@@ -43,8 +43,36 @@ pub fn client(args: &[Bytes], client: &mut ClientState, registry: &Registry) -> 
             _ => reply::error("ERR syntax error"),
         },
         (b"info", 2) => reply::verbatim(&client.handle.line(), client.resp3),
+        (b"help", 2) => {
+            let lines = [
+                "CLIENT <subcommand> [<arg> ...]. Subcommands served by slotproxy:",
+                "ID, INFO, LIST [TYPE normal|pubsub] [ID id ...], GETNAME, SETNAME name,",
+                "SETINFO attr value, REPLY ON|OFF|SKIP, UNBLOCK id [TIMEOUT|ERROR],",
+                "KILL ip:port | KILL [ID id] [ADDR a] [LADDR a] [USER u] [TYPE t] [SKIPME yes|no]",
+            ];
+            let lines: Vec<Bytes> = lines.iter().map(|l| reply::simple(l)).collect();
+            reply::array_of_raw(&lines)
+        }
         (b"list", _) => list(args, client, registry),
         (b"kill", _) => kill(args, client, registry),
+        (b"unblock", 3 | 4) => {
+            let with_error = match args.get(3).map(|a| a.to_ascii_lowercase()) {
+                None => false,
+                Some(mode) if mode == b"timeout" => false,
+                Some(mode) if mode == b"error" => true,
+                Some(_) => {
+                    return reply::error("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+                }
+            };
+            let Some(id) = parse_i64(&args[2]) else {
+                return reply::error("ERR value is not an integer or out of range");
+            };
+            let woken = u64::try_from(id)
+                .ok()
+                .and_then(|id| registry.get(id))
+                .is_some_and(|c| c.wake(with_error));
+            reply::integer(i64::from(woken))
+        }
         (b"no-evict", _) | (b"tracking", _) | (b"caching", _) | (b"getredir", _)
         | (b"trackinginfo", _) => reply::error(&format!(
             "ERR CLIENT {} is not supported by slotproxy: the proxy shares its node connections among clients, so per-client node state cannot be set",

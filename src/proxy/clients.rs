@@ -36,6 +36,12 @@ pub struct ClientHandle {
     multi: AtomicI64,
     /// Tripped by `CLIENT KILL`: the session ends.
     pub kill: CancellationToken,
+    /// A blocking command is waiting (CLIENT UNBLOCK may end it).
+    blocked: AtomicBool,
+    /// How CLIENT UNBLOCK ended the wait: `true` with an error, `false` as a timeout.
+    unblock_with_error: AtomicBool,
+    /// Wakes the blocked command for CLIENT UNBLOCK.
+    pub unblock: tokio::sync::Notify,
 }
 
 impl ClientHandle {
@@ -54,7 +60,30 @@ impl ClientHandle {
             subscriptions: Default::default(),
             multi: AtomicI64::new(-1),
             kill: CancellationToken::new(),
+            blocked: AtomicBool::new(false),
+            unblock_with_error: AtomicBool::new(false),
+            unblock: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Marks the start or end of a blocking command.
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
+    /// CLIENT UNBLOCK: wakes the client's blocking command; `false` if it was not blocked.
+    pub fn wake(&self, with_error: bool) -> bool {
+        if !self.blocked.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.unblock_with_error.store(with_error, Ordering::Relaxed);
+        self.unblock.notify_one();
+        true
+    }
+
+    /// Whether the last CLIENT UNBLOCK asked for an error.
+    pub fn unblocked_with_error(&self) -> bool {
+        self.unblock_with_error.load(Ordering::Relaxed)
     }
 
     /// Notes a command about to run; `changed` says it differs from the client's previous
@@ -193,6 +222,11 @@ impl Registry {
             .filter(|c| ids.map_or(true, |ids| ids.contains(&c.id)))
             .map(|c| c.line())
             .collect()
+    }
+
+    /// The client with this id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.lock().get(&id).cloned()
     }
 
     /// Disconnects the clients `filter` picks; returns how many.

@@ -44,6 +44,7 @@ fn ready(reply: Bytes) -> Action {
 
 /// Decides how to answer `request`, and has the answer counted in the metrics.
 pub fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, request: Request) -> Action {
+    shared.monitors.publish(&client.peer, &request);
     let lane = client.lane();
     let started = Instant::now();
     let was_in_multi = client.txn.in_multi();
@@ -229,6 +230,14 @@ fn answer(
             let last_write = client.last_write;
             Action::Exclusive(super::blocking::wait(router, lane, last_write, request.args).boxed())
         }
+        // Where the proxy's subscribers are, so that the receiver count is exact.
+        Policy::Keyed if info.name == "publish" => send(
+            shared,
+            lane,
+            Some(Target::Slot(pubsub::BUS_SLOT)),
+            request.raw,
+            info.write,
+        ),
         Policy::Keyed if matches!(info.name.as_str(), "evalsha" | "evalsha_ro") => {
             evalsha(shared, lane, info, request)
         }
@@ -358,6 +367,7 @@ fn blocking(
         slot,
         timeout,
         resp3: client.resp3,
+        handle: client.handle.clone(),
     };
     let (router, pinned) = (shared.router.clone(), client.blocking.clone());
     Action::Exclusive(super::blocking::run(router, pinned, call).boxed())
@@ -427,6 +437,7 @@ fn local_command(
         Local::Reset => {
             client.txn.reset();
             client.pubsub = None;
+            client.monitor = None;
             client.blocking = Default::default();
             client.last_write = None;
             client.handle.set_name(None);
@@ -453,6 +464,10 @@ fn local_command(
             ready(reply)
         }
         Local::KeySlot => ready(local::keyslot(args)),
+        Local::Monitor => {
+            client.monitor = Some(shared.monitors.subscribe());
+            ready(reply::ok())
+        }
         Local::Info => {
             let sections = args[1..]
                 .iter()

@@ -65,6 +65,7 @@ pub async fn run(
             resp3: false,
             last_write: None,
             pubsub: None,
+            monitor: None,
             overflow: Default::default(),
         };
         let shared = shared.clone();

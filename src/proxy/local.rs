@@ -36,6 +36,8 @@ pub struct ClientState {
     pub last_write: Option<u16>,
     /// Subscriptions; `Some` while the client is in subscribed mode.
     pub pubsub: Option<Box<super::pubsub::PubSub>>,
+    /// The MONITOR feed, once the client sent MONITOR.
+    pub monitor: Option<super::monitor::Subscription>,
     /// Tripped when the client falls too far behind its Pub/Sub messages.
     pub overflow: tokio_util::sync::CancellationToken,
 }
@@ -182,14 +184,19 @@ pub async fn info(
     };
     let mut out = String::new();
     if wanted("server") {
+        let uptime = shared.started.elapsed().as_secs();
         let _ = write!(
             out,
-            "# Server\r\nredis_version:{}\r\nredis_mode:standalone\r\nslotproxy_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\r\n",
+            "# Server\r\nredis_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_mode:standalone\r\nslotproxy_version:{}\r\nos:{} {}\r\narch_bits:{}\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\n\r\n",
             snapshot.server_version,
             env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            usize::BITS,
             std::process::id(),
+            shared.run_id,
             shared.listen_port,
-            shared.started.elapsed().as_secs()
+            uptime / 86400,
         );
     }
     if wanted("clients") {
@@ -225,6 +232,33 @@ pub async fn info(
             out,
             "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\n\r\n",
             used as f64 / 1048576.0
+        );
+    }
+    if wanted("stats") {
+        let metrics = &shared.metrics;
+        let processed: u64 = crate::metrics::CommandGroup::ALL
+            .iter()
+            .map(|g| {
+                metrics
+                    .command_duration
+                    .with_label_values(&[g.label()])
+                    .get_sample_count()
+            })
+            .sum();
+        let _ = write!(
+            out,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{processed}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\r\n",
+            metrics.client_connections_accepted.get(),
+            metrics.client_connections_rejected.get(),
+            metrics.client_bytes_received.get(),
+            metrics.client_bytes_sent.get(),
+        );
+    }
+    if wanted("replication") {
+        // The proxy is one master to its clients; the nodes' replicas are the cluster's own.
+        let _ = write!(
+            out,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n"
         );
     }
     if wanted("cluster") {

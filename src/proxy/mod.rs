@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod fanout;
 pub mod listener;
 pub mod local;
+pub mod monitor;
 pub mod pinned;
 pub mod pubsub;
 pub mod router;
@@ -51,4 +52,8 @@ pub struct Shared {
     pub pubsub_output_limit: usize,
     /// Connected clients, for CLIENT LIST and CLIENT KILL.
     pub clients: clients::Registry,
+    /// INFO's `run_id`: random, new at every start, as in Redis.
+    pub run_id: String,
+    /// The MONITOR feed.
+    pub monitors: monitor::Monitors,
 }

@@ -38,7 +38,9 @@ fn masters_by_lowest_slot(snapshot: &Snapshot) -> Vec<(u16, usize)> {
     order
 }
 
-/// Answers `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` (`args[0]` is `SCAN`).
+/// Answers `SCAN cursor [MATCH p] [COUNT n] [TYPE t]` (`args[0]` is `SCAN`). A page holds
+/// what one node returned, topped up from the following nodes while it has fewer than COUNT
+/// keys.
 pub async fn scan(
     router: Arc<Router>,
     snapshot: Arc<Snapshot>,
@@ -69,6 +71,13 @@ pub async fn scan(
             ])
         }
     };
+    // COUNT is a hint for the page size (default 10, as in Redis).
+    let count = args[2..]
+        .chunks(2)
+        .find(|pair| pair[0].eq_ignore_ascii_case(b"count"))
+        .and_then(|pair| pair.get(1))
+        .and_then(|n| crate::protocol::parse_i64(n))
+        .map_or(10, |n| n.max(1) as usize);
     let mut keys: Vec<Bytes> = Vec::new();
     loop {
         let Some(pool) = snapshot.pools.get(node) else {
@@ -101,10 +110,11 @@ pub async fn scan(
         // This node is done: go on with the master whose lowest slot comes next.
         match order.iter().find(|(s, _)| *s > start_slot) {
             Some(&(slot, index)) => {
-                if !keys.is_empty() {
+                if keys.len() >= count {
                     return reply_with(u64::from(slot), &keys);
                 }
-                // Nothing found on that node: keep going rather than return an empty page.
+                // A page not yet full goes on with the next node, as a single Redis returns a
+                // small keyspace in one call.
                 start_slot = slot;
                 node = index;
                 node_cursor = 0;

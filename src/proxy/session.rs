@@ -8,6 +8,7 @@
 
 use super::dispatch::{dispatch, Action};
 use super::local::ClientState;
+use super::monitor::Subscription;
 use super::pubsub::{upstream::Event, PubSub, Wakeup};
 use super::Shared;
 use crate::protocol::reply;
@@ -90,6 +91,7 @@ pub async fn run(
         let run_exclusive = exclusive.is_some() && inflight.is_empty();
         // Messages go out only between replies, never inside a pipeline's answers.
         let pubsub_ready = client.pubsub.is_some() && inflight.is_empty() && exclusive.is_none();
+        let monitor_ready = client.monitor.is_some() && inflight.is_empty() && exclusive.is_none();
         // Before AUTH, read one command at a time: the limits change with its outcome.
         let can_read = reading && held.len() < max && (client.authenticated || held.is_empty());
         tokio::select! {
@@ -113,6 +115,14 @@ pub async fn run(
                         if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
                             break;
                         }
+                    }
+                }
+            }
+            line = next_monitor_line(&mut client.monitor), if monitor_ready => {
+                if let Some(line) = line {
+                    out.extend_from_slice(&line);
+                    if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                        break;
                     }
                 }
             }
@@ -162,6 +172,14 @@ pub async fn run(
 async fn next_pubsub(pubsub: &mut Option<Box<PubSub>>) -> Option<Event> {
     match pubsub.as_mut() {
         Some(state) => state.next().await,
+        None => future::pending().await,
+    }
+}
+
+/// The next MONITOR line (`None` when lines were missed: the feed moved on without them).
+async fn next_monitor_line(monitor: &mut Option<Subscription>) -> Option<Bytes> {
+    match monitor.as_mut() {
+        Some(subscription) => subscription.lines.recv().await.ok(),
         None => future::pending().await,
     }
 }

@@ -1,5 +1,6 @@
-//! Pub/Sub for one client: SUBSCRIBE/PSUBSCRIBE on one node (the cluster bus carries every
-//! PUBLISH to all nodes), SSUBSCRIBE on the node owning each shard channel's slot.
+//! Pub/Sub for one client: SUBSCRIBE/PSUBSCRIBE on one node, the owner of [`BUS_SLOT`] (the
+//! cluster bus carries every PUBLISH to all nodes), SSUBSCRIBE on the node owning each shard
+//! channel's slot.
 //!
 //! The proxy keeps the client's subscriptions itself and answers the (un)subscribe commands
 //! with its own counts, as one Redis would; the nodes only deliver messages. A subscribe is
@@ -13,6 +14,11 @@
 //! does with its `client-output-buffer-limit pubsub`.
 
 pub mod upstream;
+
+/// Channels and patterns are subscribed on the owner of this slot, and PUBLISH is sent there
+/// too: a node's PUBLISH reply counts only its own subscribers, so meeting on one node makes
+/// the count every proxy client sees exact, as on a single Redis.
+pub const BUS_SLOT: u16 = 0;
 
 use super::router::Router;
 use crate::cluster::key_slot;
@@ -422,7 +428,7 @@ impl PubSub {
             Some(conn) => conn,
             // With no slot map yet the connection fails, and the repair tries again later.
             None => {
-                let addr = router.owner_addr(None).unwrap_or_default();
+                let addr = router.owner_addr(Some(BUS_SLOT)).unwrap_or_default();
                 self.open(router, &addr)
             }
         };
