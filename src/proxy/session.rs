@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// A request read but not started yet.
 enum Held {
@@ -54,6 +54,12 @@ pub async fn run(
     let mut client = client;
     let max = shared.max_pipeline;
     let (mut reading, mut closing) = (true, false);
+    // Made once: a `cancelled()` future made afresh on every pass of the loop would cost a
+    // registration and a drop per command.
+    let shutting_down = shutdown.clone().cancelled_owned();
+    let overflow = client.overflow.clone().cancelled_owned();
+    let killed = client.handle.kill.clone().cancelled_owned();
+    tokio::pin!(shutting_down, overflow, killed);
     loop {
         while exclusive.is_none() && !closing && inflight.len() < max {
             let Some(next) = held.pop_front() else { break };
@@ -101,7 +107,7 @@ pub async fn run(
                 while let Some(Some(next)) = inflight.next().now_or_never() {
                     out.extend_from_slice(&next);
                 }
-                if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                     break;
                 }
             }
@@ -112,7 +118,7 @@ pub async fn run(
                             true => out.extend_from_slice(&crate::protocol::reply::as_push(message)),
                             false => out.extend_from_slice(&message),
                         }
-                        if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                        if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                             break;
                         }
                     }
@@ -121,17 +127,17 @@ pub async fn run(
             line = next_monitor_line(&mut client.monitor), if monitor_ready => {
                 if let Some(line) = line {
                     out.extend_from_slice(&line);
-                    if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                    if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                         break;
                     }
                 }
             }
-            _ = client.overflow.cancelled() => break,
-            _ = client.handle.kill.cancelled() => break,
+            _ = overflow.as_mut() => break,
+            _ = killed.as_mut() => break,
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);
-                if !flush(&mut write_half, &mut out, &shared, &client.overflow).await {
+                if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                     break;
                 }
             }
@@ -152,7 +158,7 @@ pub async fn run(
                 // The client closed its side: finish what it asked for, then close.
                 None => reading = false,
             },
-            _ = shutdown.cancelled(), if reading || exclusive.is_some() => {
+            _ = shutting_down.as_mut(), if reading || exclusive.is_some() => {
                 if exclusive.is_some() {
                     return;
                 }
@@ -200,11 +206,11 @@ async fn flush(
     write_half: &mut tokio::net::tcp::OwnedWriteHalf,
     out: &mut BytesMut,
     shared: &Shared,
-    overflow: &CancellationToken,
+    overflow: std::pin::Pin<&mut WaitForCancellationFutureOwned>,
 ) -> bool {
     let written = tokio::select! {
         written = write_half.write_all(out) => written.is_ok(),
-        _ = overflow.cancelled() => false,
+        _ = overflow => false,
     };
     if !written {
         return false;
