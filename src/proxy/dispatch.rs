@@ -44,7 +44,7 @@ fn ready(reply: Bytes) -> Action {
 
 /// Decides how to answer `request`, and has the answer counted in the metrics.
 pub fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, request: Request) -> Action {
-    shared.monitors.publish(&client.peer, &request);
+    shared.monitors.publish(&client.handle.peer, &request);
     let lane = client.lane();
     let started = Instant::now();
     let was_in_multi = client.txn.in_multi();

@@ -50,12 +50,10 @@ pub async fn run(
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let handle = Arc::new(ClientHandle::new(id, peer.to_string(), local.clone()));
+        let handle = Arc::new(ClientHandle::new(id, peer.to_string(), local));
         shared.clients.add(handle.clone());
         let client = ClientState {
             id,
-            peer: peer.to_string(),
-            local,
             authenticated: !shared.auth.required(),
             handle,
             reply_mode: Default::default(),

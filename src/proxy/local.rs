@@ -20,10 +20,6 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
     /// Identity (address) of the last command's table entry, to publish only changes.
     pub last_command: usize,
-    /// Peer address, for CLIENT INFO.
-    pub peer: String,
-    /// Local address, for CLIENT INFO.
-    pub local: String,
     /// AUTH succeeded, or no authentication is configured.
     pub authenticated: bool,
     /// MULTI/WATCH state.

@@ -148,7 +148,7 @@ pub async fn run(
                 }
                 Some(Err(DecodeError::Protocol(error))) => {
                     shared.metrics.protocol_errors.inc();
-                    tracing::debug!(client = %client.peer, %error, "closing client after protocol error");
+                    tracing::debug!(client = %client.handle.peer, %error, "closing client after protocol error");
                     held.push_back(Held::ProtocolError(error.to_string()));
                     reading = false;
                 }
@@ -168,7 +168,7 @@ pub async fn run(
     }
     if client.overflow.is_cancelled() {
         shared.metrics.pubsub_output_limit_disconnects.inc();
-        tracing::warn!(client = %client.peer, "disconnected a subscriber that fell behind (proxy.pubsub_output_limit_bytes)");
+        tracing::warn!(client = %client.handle.peer, "disconnected a subscriber that fell behind (proxy.pubsub_output_limit_bytes)");
         return;
     }
     let _ = write_half.shutdown().await;
