@@ -1,31 +1,207 @@
 #!/usr/bin/env bash
-# Compares redis-benchmark through slotproxy with the cluster itself (redis-benchmark --cluster),
-# in one run, and reports the proxy's CPU time per operation (utime+stime from /proc).
-# Starts the local demo if it is not running. Usage: deploy/local/bench.sh [requests]
+# Measures slotproxy against the cluster it fronts, in one run on one machine, so that the
+# ratios hold even when the machine is noisy. Starts its own fresh cluster (127.0.0.1:7100-7102)
+# and proxy (127.0.0.1:6390, admin :9190) under deploy/local/.bench and removes them at the end;
+# the demo (up.sh) is never touched.
+#
+# For each round, every workload runs twice back to back: redis-benchmark --cluster straight at
+# the nodes, then redis-benchmark through the proxy. The table shows the median over the rounds:
+# ops/s, p50/p99 latency, the proxy/direct ratio, the proxy's CPU time per operation
+# (utime+stime from /proc/PID/stat), and the nodes' CPU time per operation in the direct run.
+# Memory: RSS idle, after each round, and with 1000 idle client connections.
+#
+# Usage: deploy/local/bench.sh
+# Environment: ROUNDS (3), N_P1 (100000), N_P16 (500000), N_MSET (50000), CLIENTS (50),
+#   WORKERS (the proxy's proxy.worker_threads; 0 = one per core), BIN (the slotproxy binary to
+#   measure; default: build target/release/slotproxy).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-N=${1:-200000}
-PIDFILE="$ROOT/deploy/local/.run/slotproxy.pid"
+RUN="$ROOT/deploy/local/.bench"
+NODES=(7100 7101 7102)
+PROXY_PORT=6390
+ADMIN_PORT=9190
+ROUNDS=${ROUNDS:-3}
+N_P1=${N_P1:-100000}
+N_P16=${N_P16:-500000}
+N_MSET=${N_MSET:-50000}
+CLIENTS=${CLIENTS:-50}
+WORKERS=${WORKERS:-0}
+BIN=${BIN:-}
 
-if ! redis-cli -p 6380 ping >/dev/null 2>&1; then
-  "$ROOT/deploy/local/up.sh" >/dev/null
-fi
-PID=$(cat "$PIDFILE")
-TICK=$(getconf CLK_TCK)
+die() { echo "bench.sh: error: $*" >&2; exit 1; }
+say() { echo "bench.sh: $*" >&2; }
+# shellcheck source=deploy/local/lib.sh
+. "$ROOT/deploy/local/lib.sh"
+
+PID=""
+IDLE_PID=""
+cleanup() {
+  set +e
+  [ -n "$IDLE_PID" ] && kill "$IDLE_PID" 2>/dev/null
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID"
+    for _ in $(seq 50); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PID" 2>/dev/null
+  fi
+  for p in "${NODES[@]}"; do stop_node "$p"; done
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+start_proxy() {
+  if [ -z "$BIN" ]; then
+    ensure_cargo
+    say "building slotproxy (release)"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    BIN="$ROOT/target/release/slotproxy"
+  fi
+  [ -x "$BIN" ] || die "no slotproxy binary at $BIN"
+  BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+  cat >"$RUN/bench.toml" <<TOML
+[proxy]
+listen = "127.0.0.1:$PROXY_PORT"
+worker_threads = $WORKERS
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[cluster]
+seeds = ["127.0.0.1:${NODES[0]}"]
+TOML
+  (cd "$RUN" && exec "$BIN" --config "$RUN/bench.toml" >"$RUN/slotproxy.log" 2>&1) &
+  PID=$!
+  for _ in $(seq 100); do
+    if curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1; then return; fi
+    kill -0 "$PID" 2>/dev/null || die "slotproxy exited at start: $(tail -5 "$RUN/slotproxy.log")"
+    sleep 0.2
+  done
+  die "slotproxy did not become ready within 20 s (see $RUN/slotproxy.log)"
+}
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
-rps() { sed -n 's/.*: \([0-9.]*\) requests per second.*/\1/p' | tail -1; }
+# The cluster nodes' CPU ticks together: what serving the same commands costs Redis itself.
+node_ticks() {
+  local t=0 p
+  for p in "${NODES[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$(cat "$RUN/$p/redis.pid")/stat"))); done
+  echo "$t"
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$PID/status"; }
+fd_count() { find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 
-common=(-c 50 -d 64 -r 100000 -q)
-printf '%-6s %-4s %14s %14s %7s %16s\n' test P "direct ops/s" "proxy ops/s" ratio "proxy CPU us/op"
-for P in 1 16; do
-  for T in set get; do
-    direct=$(redis-benchmark --cluster -h 127.0.0.1 -p 7000 -t "$T" -P "$P" -n "$N" "${common[@]}" 2>/dev/null | tr '\r' '\n' | rps)
-    before=$(cpu_ticks)
-    proxied=$(redis-benchmark -h 127.0.0.1 -p 6380 -t "$T" -P "$P" -n "$N" "${common[@]}" 2>/dev/null | tr '\r' '\n' | rps)
-    after=$(cpu_ticks)
-    awk -v t="$T" -v p="$P" -v d="$direct" -v x="$proxied" -v c=$((after - before)) -v hz="$TICK" -v n="$N" \
-      'BEGIN { printf "%-6s %-4s %14.0f %14.0f %7.2f %16.2f\n", t, p, d, x, x / d, c / hz * 1e6 / n }'
-  done
+# bench TARGET N P ARGS...: prints "ops/s p50_ms p99_ms" from redis-benchmark's CSV output.
+bench() {
+  local target=$1 n=$2 p=$3
+  shift 3
+  local where=(-h 127.0.0.1 -p "$PROXY_PORT")
+  [ "$target" = direct ] && where=(--cluster -h 127.0.0.1 -p "${NODES[0]}")
+  local out
+  out=$(timeout 300 redis-benchmark "${where[@]}" -c "$CLIENTS" -n "$n" -P "$p" -d 64 -r 100000 --csv "$@" 2>/dev/null) \
+    || die "redis-benchmark $target -P $p $* failed"
+  # CSV columns: "test","rps","avg","min","p50","p95","p99","max"
+  echo "$out" | grep '^"' | grep -v '^"test"' | tail -1 | tr -d '"' | awk -F, '{print $2, $5, $7}'
+}
+
+# The workloads: name, requests, pipeline depth, redis-benchmark arguments.
+# mset10x sends 10 keys with different hash slots (spread over all three masters) through the
+# proxy; the cluster itself cannot take that command, so its direct column is the single-slot
+# 10-key MSET of `-t mset` (redis-benchmark --cluster puts all keys under one hash tag).
+CROSS_MSET=(MSET)
+for i in $(seq 10); do CROSS_MSET+=("k$i:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
+WORKLOADS=(get-P1 set-P1 get-P16 set-P16 mset10-P1 mset10x-P1 get-P1-c10)
+workload() {
+  case $1 in
+    get-P1) echo "$N_P1 1 -t get" ;;
+    set-P1) echo "$N_P1 1 -t set" ;;
+    get-P16) echo "$N_P16 16 -t get" ;;
+    set-P16) echo "$N_P16 16 -t set" ;;
+    mset10-P1) echo "$N_MSET 1 -t mset" ;;
+    mset10x-P1) echo "$N_MSET 1 -t mset" ;;
+    get-P1-c10) echo "$N_P1 1 -c 10 -t get" ;;
+  esac
+}
+
+ensure_redis
+command -v curl >/dev/null 2>&1 || die "curl not found: apt-get install -y curl"
+for p in "${NODES[@]}" "$PROXY_PORT" "$ADMIN_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use; stop what runs there first"; fi
 done
+rm -rf "$RUN"
+mkdir -p "$RUN"
+for p in "${NODES[@]}"; do start_node "$p"; done
+create_cluster "${NODES[@]}"
+wait_cluster_ok 3 "${NODES[@]}"
+start_proxy
+sleep 1
+RSS_IDLE=$(rss_kb)
+say "proxy pid $PID, idle RSS ${RSS_IDLE} kB; $ROUNDS rounds"
+
+declare -A RESULTS
+RSS_ROUNDS=()
+for round in $(seq "$ROUNDS"); do
+  for w in "${WORKLOADS[@]}"; do
+    read -r n p args <<<"$(workload "$w")"
+    n0=$(node_ticks)
+    # shellcheck disable=SC2086
+    d=$(bench direct "$n" "$p" $args)
+    n1=$(node_ticks)
+    c0=$(cpu_ticks)
+    if [ "$w" = mset10x-P1 ]; then
+      x=$(bench proxy "$n" "$p" "${CROSS_MSET[@]}")
+    else
+      # shellcheck disable=SC2086
+      x=$(bench proxy "$n" "$p" $args)
+    fi
+    c1=$(cpu_ticks)
+    RESULTS[$w]+="$d $x $((c1 - c0)) $n $((n1 - n0))"$'\n'
+    say "round $round $w: direct $d | proxy $x"
+  done
+  RSS_ROUNDS+=("$(rss_kb)")
+done
+
+# 1000 idle client connections: RSS growth per connection.
+before_conns=$(rss_kb)
+fds=$(fd_count)
+redis-benchmark -h 127.0.0.1 -p "$PROXY_PORT" -I -c 1000 >/dev/null 2>&1 &
+IDLE_PID=$!
+for _ in $(seq 100); do
+  [ "$(fd_count)" -ge $((fds + 1000)) ] && break
+  sleep 0.1
+done
+sleep 1
+with_conns=$(rss_kb)
+conns=$(($(fd_count) - fds))
+kill "$IDLE_PID" 2>/dev/null
+wait "$IDLE_PID" 2>/dev/null || true
+IDLE_PID=""
+
+TICK=$(getconf CLK_TCK)
+echo
+echo "slotproxy bench: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+echo "redis-benchmark -c $CLIENTS -d 64 -r 100000; worker_threads=$WORKERS; median of $ROUNDS interleaved rounds"
+echo
+printf '%-11s %12s %12s %6s %15s %15s %11s %10s\n' workload "direct ops/s" "proxy ops/s" ratio \
+  "direct p50/p99" "proxy p50/p99" "proxy us/op" "nodes us/op"
+for w in "${WORKLOADS[@]}"; do
+  printf '%s' "${RESULTS[$w]}" | awk -v w="$w" -v hz="$TICK" '
+    function median(a, n,   i, j, t) {
+      for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    NF >= 9 { k++; drps[k] = $1; dp50[k] = $2; dp99[k] = $3; xrps[k] = $4; xp50[k] = $5; xp99[k] = $6
+              ratio[k] = $4 / $1; cpu[k] = $7 / hz * 1e6 / $8; node[k] = $9 / hz * 1e6 / $8 }
+    END {
+      printf "%-11s %12.0f %12.0f %6.2f %7.3f/%-7.3f %7.3f/%-7.3f %11.2f %10.2f\n", w,
+        median(drps, k), median(xrps, k), median(ratio, k), median(dp50, k), median(dp99, k),
+        median(xp50, k), median(xp99, k), median(cpu, k), median(node, k)
+    }'
+done
+echo
+echo "mset10 = MSET of 10 keys in one hash slot (-t mset); mset10x = MSET of 10 keys in 10 slots"
+echo "across all 3 masters, through the proxy only (its direct column repeats the one-slot MSET)."
+echo "nodes us/op = CPU time of all cluster nodes per command in the direct run: the cost of the"
+echo "same network round trips in Redis itself, a floor for what a proxy doing them twice can reach."
+echo "get-P1-c10 = moderate load (10 clients): the p99 the proxy adds is proxy p99 - direct p99."
+echo
+echo "proxy RSS: idle ${RSS_IDLE} kB; after each round (about $(( (3 * N_P1 + 2 * N_P16 + 2 * N_MSET) / 1000 ))k commands each): ${RSS_ROUNDS[*]} kB"
+echo "proxy RSS with $conns idle client connections: ${with_conns} kB (+$(( (with_conns - before_conns) * 1000 / (conns > 0 ? conns : 1) )) bytes per connection)"

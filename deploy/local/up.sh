@@ -14,72 +14,16 @@ ADMIN_PORT=9180
 
 die() { echo "up.sh: error: $*" >&2; exit 1; }
 say() { echo "up.sh: $*"; }
+# shellcheck source=deploy/local/lib.sh
+. "$ROOT/deploy/local/lib.sh"
 
-ensure_redis() {
-  if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
-    return
-  fi
-  say "redis-server not found; installing it with apt-get"
-  local sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "redis-server is missing and this is not root: run 'sudo apt-get install -y redis-server'"
-    sudo="sudo"
-  fi
-  $sudo apt-get update -qq || die "apt-get update failed; install redis-server by hand"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null \
-    || die "apt-get install redis-server failed; install it by hand"
-}
-
-ensure_cargo() {
-  command -v cargo >/dev/null 2>&1 || die "cargo not found: install the Rust toolchain (rustup) first"
-}
-
-cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
-
-start_node() {
-  local port=$1 dir="$RUN/$1"
-  if [ "$(cli "$port" ping 2>/dev/null)" = "PONG" ]; then
-    say "node $port already running"
-    return
-  fi
-  mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-    --dir "$dir" --save '' --appendonly no --enable-debug-command local \
-    --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
-    || die "redis-server on port $port failed to start (see $dir/redis.log)"
-  for _ in $(seq 50); do
-    [ "$(cli "$port" ping 2>/dev/null)" = "PONG" ] && return
-    sleep 0.1
-  done
-  die "redis-server on port $port did not answer PING (see $dir/redis.log)"
-}
-
-info_field() { cli "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
-
-create_cluster() {
-  if [ "$(info_field 7000 cluster_slots_assigned)" = "16384" ]; then
-    say "cluster already created"
-  else
-    say "creating the cluster on ${MASTERS[*]}"
-    local addrs=()
-    for p in "${MASTERS[@]}"; do addrs+=("127.0.0.1:$p"); done
-    redis-cli --cluster create "${addrs[@]}" --cluster-yes >"$RUN/create.log" 2>&1 \
-      || die "redis-cli --cluster create failed (see $RUN/create.log)"
-  fi
+create_demo_cluster() {
+  create_cluster "${MASTERS[@]}"
   if [ "$(info_field "$SPARE" cluster_known_nodes)" != "4" ]; then
     say "joining the empty spare master $SPARE"
     cli "$SPARE" cluster meet 127.0.0.1 7000 >/dev/null || die "CLUSTER MEET from $SPARE failed"
   fi
-  for _ in $(seq 150); do
-    local ok=1
-    for p in "${MASTERS[@]}" "$SPARE"; do
-      [ "$(info_field "$p" cluster_state)" = "ok" ] && [ "$(info_field "$p" cluster_known_nodes)" = "4" ] || ok=0
-    done
-    [ $ok = 1 ] && return
-    sleep 0.2
-  done
-  die "cluster did not reach cluster_state:ok with 4 nodes within 30 s"
+  wait_cluster_ok 4 "${MASTERS[@]}" "$SPARE"
 }
 
 start_proxy() {
@@ -112,7 +56,7 @@ ensure_cargo
 command -v curl >/dev/null 2>&1 || die "curl not found: apt-get install -y curl"
 mkdir -p "$RUN"
 for p in "${MASTERS[@]}" "$SPARE"; do start_node "$p"; done
-create_cluster
+create_demo_cluster
 start_proxy
 
 cat <<MSG
