@@ -12,8 +12,9 @@
 #
 # Usage: deploy/local/bench.sh
 # Environment: ROUNDS (3), N_P1 (100000), N_P16 (500000), N_MSET (50000), CLIENTS (50),
-#   WORKERS (the proxy's proxy.worker_threads; 0 = one per core), BIN (the slotproxy binary to
-#   measure; default: build target/release/slotproxy).
+#   ONLY (a subset of the workloads, e.g. "get-P1 get-P16"), WORKERS (the proxy's
+#   proxy.worker_threads; 0 = one per core), BIN (the slotproxy binary to measure; default:
+#   build target/release/slotproxy).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -108,7 +109,7 @@ bench() {
 # 10-key MSET of `-t mset` (redis-benchmark --cluster puts all keys under one hash tag).
 CROSS_MSET=(MSET)
 for i in $(seq 10); do CROSS_MSET+=("k$i:__rand_int__" "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv"); done
-WORKLOADS=(get-P1 set-P1 get-P16 set-P16 mset10-P1 mset10x-P1 get-P1-c10)
+read -r -a WORKLOADS <<<"${ONLY:-get-P1 set-P1 get-P16 set-P16 mset10-P1 mset10x-P1 get-P1-c10}"
 workload() {
   case $1 in
     get-P1) echo "$N_P1 1 -t get" ;;

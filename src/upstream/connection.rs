@@ -205,6 +205,9 @@ async fn serve(
             };
             out.clear();
             queue(&mut out, job, &pending_tx);
+            // Let the other ready sessions queue their requests first, so that one write
+            // carries many clients' commands (costs a task poll, saves write syscalls).
+            tokio::task::yield_now().await;
             while out.len() < MAX_WRITE_BATCH {
                 match jobs.try_recv() {
                     Ok(job) => queue(&mut out, job, &pending_tx),
