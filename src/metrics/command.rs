@@ -22,7 +22,8 @@ pub enum CommandGroup {
 }
 
 impl CommandGroup {
-    /// Every group, for creating the series up front.
+    /// Every group, for creating the series up front; in declaration order, so that
+    /// `group as usize` indexes it.
     pub const ALL: [CommandGroup; 7] = [
         CommandGroup::Read,
         CommandGroup::Write,
@@ -108,6 +109,13 @@ pub fn error_kind(reply: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_is_indexed_by_discriminant() {
+        for (index, group) in CommandGroup::ALL.iter().enumerate() {
+            assert_eq!(*group as usize, index, "{}", group.label());
+        }
+    }
 
     #[test]
     fn kinds_are_bounded() {

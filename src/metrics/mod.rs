@@ -8,6 +8,8 @@ pub mod slot_stats;
 pub use command::{error_kind, CommandGroup};
 pub use slot_stats::SlotStats;
 
+use crate::protocol::command::CommandInfo;
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -109,6 +111,9 @@ pub struct Metrics {
     pub commands: IntCounterVec,
     /// See [`COMMAND_DURATION`]; label `group` ([`CommandGroup`]).
     pub command_duration: HistogramVec,
+    /// `command_duration`'s series, indexed by `CommandGroup as usize`: resolved once, so
+    /// observing a command costs no label lookup.
+    durations: Vec<prometheus::Histogram>,
     /// See [`REDIRECTS`]; label `kind`: moved, ask, tryagain, clusterdown.
     pub redirects: IntCounterVec,
     /// See [`RETRIES_EXHAUSTED`]; label `kind`: redirects, tryagain, clusterdown, unreachable.
@@ -173,7 +178,7 @@ impl Metrics {
         let gauges = |name: &str, help: &str, labels: &[&str]| {
             register(&r, IntGaugeVec::new(Opts::new(name, help), labels))
         };
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             client_connections: gauge(CLIENT_CONNECTIONS, "Open client connections."),
             client_connections_accepted: counter(
                 CLIENT_CONNECTIONS_ACCEPTED,
@@ -280,7 +285,12 @@ impl Metrics {
             ),
             slot_stats: SlotStats::default(),
             registry: r.clone(),
+            durations: Vec::new(),
         };
+        metrics.durations = CommandGroup::ALL
+            .iter()
+            .map(|group| metrics.command_duration.with_label_values(&[group.label()]))
+            .collect();
         metrics.init_known_labels();
         #[cfg(target_os = "linux")]
         {
@@ -328,20 +338,27 @@ impl Metrics {
         self.slot_map_last_refresh.set(unix_secs);
     }
 
-    /// Records one finished client command.
+    /// Records one finished client command (`None`: a command the cluster does not know).
     pub fn observe_command(
         &self,
-        command: &str,
+        command: Option<&CommandInfo>,
         group: CommandGroup,
         reply: &[u8],
         elapsed: std::time::Duration,
     ) {
-        self.commands
-            .with_label_values(&[command, error_kind(reply)])
-            .inc();
-        self.command_duration
-            .with_label_values(&[group.label()])
-            .observe(elapsed.as_secs_f64());
+        match (command, error_kind(reply)) {
+            (Some(info), "ok") => info
+                .ok_count
+                .get_or_init(|| self.commands.with_label_values(&[&info.name, "ok"]))
+                .inc(),
+            (info, kind) => {
+                let name = info.map(|i| i.name.as_str()).unwrap_or("other");
+                self.commands.with_label_values(&[name, kind]).inc();
+            }
+        }
+        if let Some(histogram) = self.durations.get(group as usize) {
+            histogram.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition of every metric.

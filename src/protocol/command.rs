@@ -347,6 +347,9 @@ pub struct CommandInfo {
     pub subcommands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
     /// What the proxy does with it.
     pub policy: Policy,
+    /// This command's `slotproxy_commands_total{result="ok"}` series, resolved on first use:
+    /// the per-command hot path then skips the label hashing (see `Metrics::observe_command`).
+    pub ok_count: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
 impl CommandInfo {
@@ -501,6 +504,7 @@ fn parse_entry(entry: &BytesFrame, parent: Option<(&str, Policy)>) -> Option<Com
         subcommands: HashMap::new(),
         policy,
         name,
+        ok_count: Default::default(),
     };
     if let Some(BytesFrame::Array(subs)) = fields.get(9) {
         for sub in subs {

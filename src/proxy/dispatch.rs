@@ -54,17 +54,14 @@ pub fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, request: Request
     }
     let silent = reply_suppressed(client, command.as_deref());
     let metrics = shared.metrics.clone();
-    fn name(command: &Option<Arc<CommandInfo>>) -> &str {
-        command.as_ref().map(|i| i.name.as_str()).unwrap_or("other")
-    }
     if let Action::ReplyAndClose(reply) = &action {
-        metrics.observe_command(name(&command), group, reply, started.elapsed());
+        metrics.observe_command(command.as_deref(), group, reply, started.elapsed());
         return action;
     }
     let observed = move |reply: BoxFuture<'static, Bytes>| {
         async move {
             let reply = reply.await;
-            metrics.observe_command(name(&command), group, &reply, started.elapsed());
+            metrics.observe_command(command.as_deref(), group, &reply, started.elapsed());
             match silent {
                 true => Bytes::new(),
                 false => reply,

@@ -52,6 +52,7 @@ pub async fn run(
             .unwrap_or_default();
         let handle = Arc::new(ClientHandle::new(id, peer.to_string(), local));
         shared.clients.add(handle.clone());
+        let overflow = handle.kill.child_token();
         let client = ClientState {
             id,
             authenticated: !shared.auth.required(),
@@ -64,7 +65,7 @@ pub async fn run(
             last_write: None,
             pubsub: None,
             monitor: None,
-            overflow: Default::default(),
+            overflow,
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();

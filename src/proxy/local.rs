@@ -34,7 +34,9 @@ pub struct ClientState {
     pub pubsub: Option<Box<super::pubsub::PubSub>>,
     /// The MONITOR feed, once the client sent MONITOR.
     pub monitor: Option<super::monitor::Subscription>,
-    /// Tripped when the client falls too far behind its Pub/Sub messages.
+    /// Tripped when the client falls too far behind its Pub/Sub messages. A child of the
+    /// handle's `kill` token, so that CLIENT KILL trips it too and the session has one token
+    /// to watch for both (see [`super::session::run`]).
     pub overflow: tokio_util::sync::CancellationToken,
 }
 

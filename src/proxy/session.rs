@@ -55,11 +55,12 @@ pub async fn run(
     let max = shared.max_pipeline;
     let (mut reading, mut closing) = (true, false);
     // Made once: a `cancelled()` future made afresh on every pass of the loop would cost a
-    // registration and a drop per command.
-    let shutting_down = shutdown.clone().cancelled_owned();
+    // registration and a drop per command. Each pass polls them, so they are few and the
+    // session's own: `overflow` also trips on CLIENT KILL, and a child of the shutdown token
+    // keeps sessions off the shared token's lock.
+    let shutting_down = shutdown.child_token().cancelled_owned();
     let overflow = client.overflow.clone().cancelled_owned();
-    let killed = client.handle.kill.clone().cancelled_owned();
-    tokio::pin!(shutting_down, overflow, killed);
+    tokio::pin!(shutting_down, overflow);
     loop {
         while exclusive.is_none() && !closing && inflight.len() < max {
             let Some(next) = held.pop_front() else { break };
@@ -133,7 +134,6 @@ pub async fn run(
                 }
             }
             _ = overflow.as_mut() => break,
-            _ = killed.as_mut() => break,
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);
@@ -166,7 +166,7 @@ pub async fn run(
             }
         }
     }
-    if client.overflow.is_cancelled() {
+    if client.overflow.is_cancelled() && !client.handle.kill.is_cancelled() {
         shared.metrics.pubsub_output_limit_disconnects.inc();
         tracing::warn!(client = %client.handle.peer, "disconnected a subscriber that fell behind (proxy.pubsub_output_limit_bytes)");
         return;
@@ -201,7 +201,7 @@ async fn run_alone(exclusive: &mut Option<BoxFuture<'static, Bytes>>) -> Bytes {
 /// Writes `out` to the client and empties it; `false` when the client is gone.
 ///
 /// A subscriber that stopped reading would block the write for good; its overflow token
-/// (tripped as its unsent messages pile up) ends the wait.
+/// (tripped as its unsent messages pile up, or by CLIENT KILL) ends the wait.
 async fn flush(
     write_half: &mut tokio::net::tcp::OwnedWriteHalf,
     out: &mut BytesMut,
