@@ -1,5 +1,5 @@
-//! A master that dies and comes back: errors only for its slots while it is down, and the
-//! proxy reconnects by itself.
+//! Node faults: a master that dies and comes back (errors only for its slots while it is down,
+//! and the proxy reconnects by itself), and a master that stops answering for a while.
 
 mod common;
 use common::{Cluster, TestProxy};
@@ -70,4 +70,61 @@ fn proxy_recovers_by_itself_when_a_master_restarts() {
     let reconnects =
         format!("slotproxy_upstream_reconnects_total{{node=\"127.0.0.1:{down_port}\"}}");
     assert!(proxy.metric(&reconnects) >= 1.0, "{reconnects}");
+}
+
+#[test]
+fn a_stalled_node_times_out_and_later_replies_stay_matched() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start_with(&cluster, |c| c.cluster.request_timeout_ms = 300);
+    let mut con = proxy.conn();
+    let port = cluster.nodes[0].port;
+    let stalled = key_on(&cluster, port, "stalled");
+    let later = key_on(&cluster, port, &format!("{stalled}:later"));
+    for (k, v) in [(&stalled, "first"), (&later, "second")] {
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut con)
+            .expect("SET");
+    }
+
+    // DEBUG SLEEP blocks the node, as a long-running script or a frozen host would.
+    let node = cluster.nodes[0].addr();
+    let sleeper = std::thread::spawn(move || {
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("1.5")
+            .query(&mut common::connect(&node))
+            .expect("DEBUG SLEEP");
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let err = redis::cmd("GET")
+        .arg(&stalled)
+        .query::<Option<String>>(&mut con)
+        .expect_err("the node is asleep");
+    assert!(
+        err.to_string()
+            .contains(&format!("127.0.0.1:{port} did not reply within 300 ms")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1200),
+        "the timeout fired before the node woke up: {:?}",
+        started.elapsed()
+    );
+    sleeper.join().expect("sleeper");
+
+    // The late reply to the timed-out GET is dropped, not handed to the next caller.
+    let values: Vec<String> = redis::pipe()
+        .cmd("GET")
+        .arg(&later)
+        .cmd("GET")
+        .arg(&stalled)
+        .query(&mut con)
+        .expect("GETs after the stall");
+    assert_eq!(values, ["second", "first"]);
+    let timeouts =
+        format!("slotproxy_upstream_errors_total{{kind=\"timeout\",node=\"127.0.0.1:{port}\"}}");
+    assert_eq!(proxy.metric(&timeouts), 1.0, "{timeouts}");
 }

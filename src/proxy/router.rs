@@ -146,7 +146,7 @@ impl Router {
                 continue;
             };
             let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
-            let result = crate::upstream::pool::wait(pool.addr(), rx, self.timeout).await;
+            let result = crate::upstream::pool::wait(pool.addr(), rx).await;
             let reply = match result {
                 Ok(reply) if retry.frames > 1 => block_outcome(reply),
                 Ok(reply) => reply,
@@ -229,7 +229,7 @@ impl Router {
 
     /// Sends `payload` to one specific node, without redirect handling (fan-out).
     pub async fn send_to_node(&self, pool: &NodePool, lane: Lane, payload: Bytes) -> Bytes {
-        match pool.request(lane, payload, false, self.timeout).await {
+        match pool.request(lane, payload, false).await {
             Ok(reply) => reply,
             Err(error) => {
                 self.count_error(&error);

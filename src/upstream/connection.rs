@@ -12,8 +12,9 @@ use crate::metrics::Metrics;
 use crate::protocol::scan::ReplyScanner;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -36,13 +37,14 @@ pub struct Job {
     pub reply: oneshot::Sender<ReplyResult>,
 }
 
-/// A reply the reader still expects.
+/// A reply the reader still expects, in the order the requests were written.
 #[derive(Debug)]
 enum Pending {
-    /// The `+OK` of an `ASKING` we sent on our own.
-    Discard,
-    /// A caller waiting for this many reply frames.
-    Reply(oneshot::Sender<ReplyResult>, usize),
+    /// Frames nobody waits for: the `+OK` of an `ASKING` we sent on our own, or the reply of
+    /// a request that timed out (it keeps its place, so later replies stay matched).
+    Discard(usize),
+    /// A caller waiting for this many reply frames, until the deadline.
+    Reply(oneshot::Sender<ReplyResult>, usize, Instant),
 }
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -147,7 +149,7 @@ pub async fn supervise(
                 tracing::debug!(node = %addr, "connected");
                 let open = metrics.upstream_connections.with_label_values(&[&addr]);
                 open.inc();
-                let ended = serve(&addr, stream, &mut jobs).await;
+                let ended = serve(&addr, stream, &mut jobs, settings.request_timeout).await;
                 open.dec();
                 match ended {
                     Ended::JobsClosed => return,
@@ -190,10 +192,17 @@ enum Ended {
     Broken(String),
 }
 
+/// Runs one connection until it breaks or the pool is dropped.
+///
+/// The writer stamps each request with its deadline, once per write. The reader keeps one
+/// timer for the whole connection, set to the oldest waiting request's deadline; when it
+/// fires, overdue callers get [`UpstreamError::Timeout`] and their replies are discarded when
+/// they come. (A timer per request cost a timer-wheel insert and remove on every command.)
 async fn serve(
     addr: &Arc<str>,
     stream: TcpStream,
     jobs: &mut mpsc::UnboundedReceiver<Job>,
+    timeout: Duration,
 ) -> Ended {
     let (mut reader, mut writer) = stream.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
@@ -203,14 +212,15 @@ async fn serve(
             let Some(job) = jobs.recv().await else {
                 return Ended::JobsClosed;
             };
-            out.clear();
-            queue(&mut out, job, &pending_tx);
             // Let the other ready sessions queue their requests first, so that one write
             // carries many clients' commands (costs a task poll, saves write syscalls).
             tokio::task::yield_now().await;
+            let deadline = Instant::now() + timeout;
+            out.clear();
+            queue(&mut out, job, deadline, &pending_tx);
             while out.len() < MAX_WRITE_BATCH {
                 match jobs.try_recv() {
-                    Ok(job) => queue(&mut out, job, &pending_tx),
+                    Ok(job) => queue(&mut out, job, deadline, &pending_tx),
                     Err(_) => break,
                 }
             }
@@ -219,19 +229,31 @@ async fn serve(
             }
         }
     };
+    let mut waiting: VecDeque<Pending> = VecDeque::new();
     let read_loop = async {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::default();
         // A multi-frame reply being gathered: its caller, frames still due, frames so far.
         let mut gathering: Option<(oneshot::Sender<ReplyResult>, usize, BytesMut)> = None;
+        let timer = tokio::time::sleep(timeout);
+        tokio::pin!(timer);
         loop {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
             }
-            match reader.read_buf(&mut buf).await {
-                Ok(0) => return Ended::Broken("closed by node".into()),
-                Ok(_) => {}
-                Err(e) => return Ended::Broken(format!("read failed: {e}")),
+            tokio::select! {
+                biased;
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) => return Ended::Broken("closed by node".into()),
+                    Ok(_) => {}
+                    Err(e) => return Ended::Broken(format!("read failed: {e}")),
+                },
+                _ = &mut timer => {
+                    take_new(&mut pending_rx, &mut waiting);
+                    let next = expire(addr, &mut waiting, timeout, Instant::now());
+                    timer.as_mut().reset(next.into());
+                    continue;
+                }
             }
             loop {
                 let len = match scanner.scan(&buf) {
@@ -250,15 +272,25 @@ async fn serve(
                     }
                     continue;
                 }
-                match pending_rx.try_recv() {
-                    Ok(Pending::Discard) => {}
-                    Ok(Pending::Reply(tx, frames)) if frames > 1 => {
-                        gathering = Some((tx, frames - 1, frame));
+                if waiting.is_empty() {
+                    take_new(&mut pending_rx, &mut waiting);
+                }
+                match waiting.front_mut() {
+                    Some(Pending::Discard(due)) if *due > 1 => *due -= 1,
+                    Some(Pending::Discard(_)) => {
+                        waiting.pop_front();
                     }
-                    Ok(Pending::Reply(tx, _)) => {
-                        let _ = tx.send(Ok(frame.freeze()));
+                    Some(Pending::Reply(..)) => {
+                        if let Some(Pending::Reply(tx, frames, _)) = waiting.pop_front() {
+                            match frames {
+                                1 => {
+                                    let _ = tx.send(Ok(frame.freeze()));
+                                }
+                                _ => gathering = Some((tx, frames - 1, frame)),
+                            }
+                        }
                     }
-                    Err(_) => return Ended::Broken("reply without a request".into()),
+                    None => return Ended::Broken("reply without a request".into()),
                 }
             }
         }
@@ -272,8 +304,9 @@ async fn serve(
         Ended::Broken(reason) => reason.clone(),
     };
     pending_rx.close();
-    while let Ok(pending) = pending_rx.try_recv() {
-        if let Pending::Reply(tx, _) = pending {
+    take_new(&mut pending_rx, &mut waiting);
+    for pending in waiting {
+        if let Pending::Reply(tx, _, _) = pending {
             let _ = tx.send(Err(UpstreamError::Lost {
                 addr: addr.clone(),
                 reason: reason.clone(),
@@ -284,11 +317,51 @@ async fn serve(
     ended
 }
 
-fn queue(out: &mut BytesMut, job: Job, pending: &mpsc::UnboundedSender<Pending>) {
+/// Moves the pendings the writer recorded since the last look into `waiting`.
+fn take_new(pending_rx: &mut mpsc::UnboundedReceiver<Pending>, waiting: &mut VecDeque<Pending>) {
+    while let Ok(pending) = pending_rx.try_recv() {
+        waiting.push_back(pending);
+    }
+}
+
+/// Answers every request past its deadline with a timeout (its reply will be discarded) and
+/// returns when to look again: the oldest remaining deadline, or one timeout from `now`
+/// when nothing waits (new requests may arrive meanwhile; their deadlines are later).
+fn expire(
+    addr: &Arc<str>,
+    waiting: &mut VecDeque<Pending>,
+    timeout: Duration,
+    now: Instant,
+) -> Instant {
+    for pending in waiting.iter_mut() {
+        let Pending::Reply(_, frames, deadline) = pending else {
+            continue;
+        };
+        // Deadlines grow along the queue: the first one not yet due ends the pass.
+        if *deadline > now {
+            return *deadline;
+        }
+        let frames = *frames;
+        if let Pending::Reply(tx, ..) = std::mem::replace(pending, Pending::Discard(frames)) {
+            let _ = tx.send(Err(UpstreamError::Timeout {
+                addr: addr.clone(),
+                ms: timeout.as_millis() as u64,
+            }));
+        }
+    }
+    now + timeout
+}
+
+fn queue(
+    out: &mut BytesMut,
+    job: Job,
+    deadline: Instant,
+    pending: &mpsc::UnboundedSender<Pending>,
+) {
     if job.asking {
         out.extend_from_slice(ASKING);
-        let _ = pending.send(Pending::Discard);
+        let _ = pending.send(Pending::Discard(1));
     }
     out.extend_from_slice(&job.payload);
-    let _ = pending.send(Pending::Reply(job.reply, job.frames.max(1)));
+    let _ = pending.send(Pending::Reply(job.reply, job.frames.max(1), deadline));
 }

@@ -36,6 +36,10 @@ pub struct Settings {
     pub password: String,
     /// Connections per node.
     pub connections_per_node: usize,
+    /// How long a request may wait for its reply (`cluster.request_timeout_ms`). Each
+    /// connection enforces it with one timer for all its requests (see
+    /// [`connection`]), not one timer per request.
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Settings {
             .field("username", &self.username)
             .field("password", &crate::config::redact(&self.password))
             .field("connections_per_node", &self.connections_per_node)
+            .field("request_timeout", &self.request_timeout)
             .finish()
     }
 }
@@ -57,6 +62,7 @@ impl Settings {
             username: c.username.clone(),
             password: c.password.clone(),
             connections_per_node: c.connections_per_node,
+            request_timeout: c.request_timeout(),
         }
     }
 

@@ -6,7 +6,6 @@ use crate::error::UpstreamError;
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// A fixed set of multiplexed connections to one node.
@@ -84,16 +83,10 @@ impl NodePool {
         rx
     }
 
-    /// Sends a request and waits for its reply at most `timeout`.
-    pub async fn request(
-        &self,
-        lane: Lane,
-        payload: Bytes,
-        asking: bool,
-        timeout: Duration,
-    ) -> ReplyResult {
+    /// Sends a request and waits for its reply (at most `cluster.request_timeout_ms`).
+    pub async fn request(&self, lane: Lane, payload: Bytes, asking: bool) -> ReplyResult {
         let rx = self.send(lane, payload, asking);
-        wait(&self.addr, rx, timeout).await
+        wait(&self.addr, rx).await
     }
 }
 
@@ -114,22 +107,17 @@ fn spawn_lanes(
         .collect()
 }
 
-/// Waits for a reply from `addr` at most `timeout`.
-pub async fn wait(
-    addr: &Arc<str>,
-    rx: oneshot::Receiver<ReplyResult>,
-    timeout: Duration,
-) -> ReplyResult {
-    match tokio::time::timeout(timeout, rx).await {
-        Ok(Ok(result)) => result,
-        Ok(Err(_)) => Err(UpstreamError::Lost {
-            addr: addr.clone(),
-            reason: "connection task ended".into(),
-            maybe_executed: true,
-        }),
-        Err(_) => Err(UpstreamError::Timeout {
-            addr: addr.clone(),
-            ms: timeout.as_millis() as u64,
-        }),
+/// Waits for a reply from `addr`. No timer here: the connection answers a request that
+/// waited longer than `cluster.request_timeout_ms` with [`UpstreamError::Timeout`] itself.
+pub async fn wait(addr: &Arc<str>, rx: oneshot::Receiver<ReplyResult>) -> ReplyResult {
+    rx.await.unwrap_or_else(|_| Err(lost(addr)))
+}
+
+/// The error for a reply channel whose connection task ended without answering.
+pub fn lost(addr: &Arc<str>) -> UpstreamError {
+    UpstreamError::Lost {
+        addr: addr.clone(),
+        reason: "connection task ended".into(),
+        maybe_executed: true,
     }
 }
