@@ -80,3 +80,35 @@ fn many_clients_pipelining_at_once_each_see_their_own_order() {
         t.join().expect("client thread");
     }
 }
+
+/// Split commands (MSET, MGET, DEL over several slots) and single-node commands on the same
+/// keys, in one pipeline: each sees the writes of those before it.
+#[test]
+fn split_and_single_node_commands_on_the_same_keys_keep_their_order() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut con = proxy.conn();
+    let mut pipe = redis::pipe();
+    let mut expected = Vec::new();
+    let bulk = |s: String| Value::BulkString(s.into_bytes());
+    for i in 0..300 {
+        let (a, b) = (format!("order:a:{i}"), format!("order:b:{i}"));
+        pipe.cmd("MSET").arg(&a).arg(i).arg(&b).arg(i);
+        expected.push(Value::Okay);
+        pipe.cmd("GET").arg(&a);
+        expected.push(bulk(i.to_string()));
+        pipe.cmd("SET").arg(&b).arg("x");
+        expected.push(Value::Okay);
+        pipe.cmd("MGET").arg(&a).arg(&b);
+        expected.push(Value::Array(vec![bulk(i.to_string()), bulk("x".into())]));
+        pipe.cmd("DEL").arg(&a).arg(&b);
+        expected.push(Value::Int(2));
+        pipe.cmd("EXISTS").arg(&b);
+        expected.push(Value::Int(0));
+    }
+    let got: Vec<Value> = pipe.query(&mut con).expect("pipeline");
+    assert_eq!(got.len(), expected.len());
+    for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(g, e, "reply #{i}");
+    }
+}

@@ -6,7 +6,8 @@
 use super::fanout;
 use super::local::{self, ClientState, ReplyMode};
 use super::pubsub;
-use super::router::Target;
+use super::replies::{Observed, Reply};
+use super::router::{Call, Retry, Started, Target};
 use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
 use crate::metrics::CommandGroup;
@@ -15,14 +16,15 @@ use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, Request};
 use crate::upstream::Lane;
 use bytes::Bytes;
-use futures_util::future::{self, BoxFuture, FutureExt};
+use futures_util::future::{BoxFuture, FutureExt};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the session does with a command.
+/// What the routing decided for a command.
 pub enum Action {
-    /// Queue this reply future.
-    Reply(BoxFuture<'static, Bytes>),
+    /// Queue this reply.
+    Reply(Reply),
     /// Send this reply after all earlier ones, then close the connection.
     ReplyAndClose(Bytes),
     /// Run this alone: after every earlier reply was sent, and before any later command
@@ -36,43 +38,73 @@ impl Action {
     pub fn now(reply: Bytes) -> Action {
         ready(reply)
     }
+
+    /// A reply that takes more than one node round trip.
+    pub fn later(reply: impl Future<Output = Bytes> + Send + 'static) -> Action {
+        Action::Reply(Reply::Future(reply.boxed()))
+    }
 }
 
 fn ready(reply: Bytes) -> Action {
-    Action::Reply(future::ready(reply).boxed())
+    Action::Reply(Reply::Ready(reply))
 }
 
-/// Decides how to answer `request`, and has the answer counted in the metrics.
-pub fn dispatch(shared: &Arc<Shared>, client: &mut ClientState, request: Request) -> Action {
+/// What the session does with a command, with what its metrics need.
+pub enum Dispatched {
+    /// Queue this reply; count it when it is written.
+    Queue(Reply, Observed),
+    /// Send this reply after all earlier ones, then close the connection (already counted).
+    Close(Bytes),
+    /// See [`Action::Exclusive`]; counted when it finishes.
+    Exclusive(BoxFuture<'static, Bytes>),
+}
+
+/// Decides how to answer `request` (read at `started`), and has the answer counted in the
+/// metrics.
+pub fn dispatch(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    request: Request,
+    started: Instant,
+) -> Dispatched {
     shared.monitors.publish(&client.handle.peer, &request);
     let lane = client.lane();
-    let started = Instant::now();
     let was_in_multi = client.txn.in_multi();
     let (action, command, group) = route(shared, client, lane, request);
     if was_in_multi || client.txn.in_multi() {
         client.handle.set_multi(client.txn.queued_len());
     }
     let silent = reply_suppressed(client, command.as_deref());
-    let metrics = shared.metrics.clone();
-    if let Action::ReplyAndClose(reply) = &action {
-        metrics.observe_command(command.as_deref(), group, reply, started.elapsed());
-        return action;
-    }
-    let observed = move |reply: BoxFuture<'static, Bytes>| {
-        async move {
-            let reply = reply.await;
-            metrics.observe_command(command.as_deref(), group, &reply, started.elapsed());
-            match silent {
-                true => Bytes::new(),
-                false => reply,
-            }
-        }
-        .boxed()
-    };
     match action {
-        Action::Reply(reply) => Action::Reply(observed(reply)),
-        Action::Exclusive(reply) => Action::Exclusive(observed(reply)),
-        Action::ReplyAndClose(reply) => Action::ReplyAndClose(reply),
+        Action::Reply(reply) => Dispatched::Queue(
+            reply,
+            Observed {
+                command,
+                group,
+                started,
+                silent,
+            },
+        ),
+        Action::ReplyAndClose(reply) => {
+            shared
+                .metrics
+                .observe_command(command.as_deref(), group, &reply, started.elapsed());
+            Dispatched::Close(reply)
+        }
+        Action::Exclusive(reply) => {
+            let metrics = shared.metrics.clone();
+            Dispatched::Exclusive(
+                async move {
+                    let reply = reply.await;
+                    metrics.observe_command(command.as_deref(), group, &reply, started.elapsed());
+                    match silent {
+                        true => Bytes::new(),
+                        false => reply,
+                    }
+                }
+                .boxed(),
+            )
+        }
     }
 }
 
@@ -216,7 +248,7 @@ fn answer(
                 // Out of subscribed mode: the subscriber connections close.
                 client.pubsub = None;
             }
-            Action::Reply(reply)
+            Action::Reply(Reply::Future(reply))
         }
         Policy::Keyed if info.blocks(&request.args) => {
             blocking(shared, client, info, request, Timeout::BlockMillis)
@@ -239,9 +271,12 @@ fn answer(
             evalsha(shared, lane, info, request)
         }
         Policy::Keyed => keyed(shared, client, lane, info, request),
-        Policy::Scan => Action::Reply(
-            super::scan::scan(shared.router.clone(), snapshot, lane, request.args).boxed(),
-        ),
+        Policy::Scan => Action::later(super::scan::scan(
+            shared.router.clone(),
+            snapshot,
+            lane,
+            request.args,
+        )),
         Policy::Split(join) => match info.key_positions(&request.args) {
             KeyPositions::Known(positions) if positions.len() <= 1 => {
                 let slot = positions.first().map(|&p| key_slot(&request.args[p]));
@@ -258,13 +293,17 @@ fn answer(
                     write: info.write,
                     join,
                 };
-                Action::Reply(fanout::split(shared.router.clone(), lane, command).boxed())
+                Action::later(fanout::split(shared.router.clone(), lane, command))
             }
             KeyPositions::AskCluster => keyed(shared, client, lane, info, request),
         },
-        Policy::AllMasters(join) => Action::Reply(
-            fanout::all_masters(shared.router.clone(), snapshot, lane, request.raw, join).boxed(),
-        ),
+        Policy::AllMasters(join) => Action::later(fanout::all_masters(
+            shared.router.clone(),
+            snapshot,
+            lane,
+            request.raw,
+            join,
+        )),
     }
 }
 
@@ -286,28 +325,25 @@ fn keyed(
         KeyPositions::AskCluster => {
             let router = shared.router.clone();
             let write = info.write;
-            Action::Reply(
-                async move {
-                    let keys = match router.cluster_getkeys(lane, &request.args).await {
-                        Ok(keys) => keys,
-                        Err(error) => return error,
-                    };
-                    match common_slot(keys.iter()) {
-                        Ok(slot) => {
-                            router
-                                .send(
-                                    lane,
-                                    slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
-                                    request.raw,
-                                    write,
-                                )
-                                .await
-                        }
-                        Err(crossslot) => crossslot,
+            Action::later(async move {
+                let keys = match router.cluster_getkeys(lane, &request.args).await {
+                    Ok(keys) => keys,
+                    Err(error) => return error,
+                };
+                match common_slot(keys.iter()) {
+                    Ok(slot) => {
+                        router
+                            .send(
+                                lane,
+                                slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
+                                request.raw,
+                                write,
+                            )
+                            .await
                     }
+                    Err(crossslot) => crossslot,
                 }
-                .boxed(),
-            )
+            })
         }
     }
 }
@@ -326,20 +362,17 @@ fn evalsha(shared: &Arc<Shared>, lane: Lane, info: &CommandInfo, request: Reques
     let shared = shared.clone();
     let write = info.write;
     let sha = request.args.get(1).cloned().unwrap_or_default();
-    Action::Reply(
-        async move {
-            super::scripts::evalsha(
-                &shared.router,
-                &shared.scripts,
-                lane,
-                target,
-                (request.raw, sha),
-                write,
-            )
-            .await
-        }
-        .boxed(),
-    )
+    Action::later(async move {
+        super::scripts::evalsha(
+            &shared.router,
+            &shared.scripts,
+            lane,
+            target,
+            (request.raw, sha),
+            write,
+        )
+        .await
+    })
 }
 
 /// A blocking command on the client's pinned connection for blocking.
@@ -411,9 +444,20 @@ fn send(
     payload: Bytes,
     write: bool,
 ) -> Action {
-    let router = shared.router.clone();
-    let target = target.unwrap_or(Target::AnyMaster);
-    Action::Reply(async move { router.send(lane, target, payload, write).await }.boxed())
+    let call = Call {
+        lane,
+        target: target.unwrap_or(Target::AnyMaster),
+        payload,
+        retry: Retry {
+            write,
+            tryagain_is_final: false,
+            frames: 1,
+        },
+    };
+    match shared.router.start(call) {
+        Started::Sent(flight) => Action::Reply(Reply::Node(flight)),
+        Started::NoNode(call) => Action::Reply(Reply::Future(shared.router.finish_unsent(call))),
+    }
 }
 
 fn local_command(
@@ -470,7 +514,7 @@ fn local_command(
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).to_lowercase())
                 .collect();
-            Action::Reply(local::info(shared.clone(), snapshot, lane, sections).boxed())
+            Action::later(local::info(shared.clone(), snapshot, lane, sections))
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod local;
 pub mod monitor;
 pub mod pinned;
 pub mod pubsub;
+pub mod replies;
 pub mod router;
 pub mod scan;
 pub mod scripts;

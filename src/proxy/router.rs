@@ -11,11 +11,14 @@ use crate::error::UpstreamError;
 use crate::metrics::Metrics;
 use crate::protocol::request::encode_command;
 use crate::protocol::{command::parse_getkeys_reply, reply, scan};
+use crate::upstream::connection::ReplyResult;
 use crate::upstream::pool::NodePool;
 use crate::upstream::Lane;
 use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Routing and retry policy, shared by all sessions.
 #[derive(Debug)]
@@ -38,6 +41,47 @@ pub enum Target {
     Slot(u16),
     /// Any master (keyless commands).
     AnyMaster,
+}
+
+/// One command for one target, with what is needed to resend it.
+#[derive(Debug)]
+pub struct Call {
+    /// The client's connection lane.
+    pub lane: Lane,
+    /// Where it goes.
+    pub target: Target,
+    /// The encoded command.
+    pub payload: Bytes,
+    /// How to retry it.
+    pub retry: Retry,
+}
+
+/// A call queued on a node connection, its reply not yet looked at.
+#[derive(Debug)]
+pub struct InFlight {
+    /// Where the connection delivers the reply.
+    pub rx: oneshot::Receiver<ReplyResult>,
+    /// The node it went to.
+    pub pool: Arc<NodePool>,
+    /// The call, for a redirect or retry.
+    pub call: Call,
+}
+
+/// What [`Router::start`] did with a call.
+#[derive(Debug)]
+pub enum Started {
+    /// Queued on the owner's connection.
+    Sent(InFlight),
+    /// No node serves the target yet; [`Router::send_call`]'s retries will wait for one.
+    NoNode(Call),
+}
+
+impl Router {
+    /// Finishes a call that [`Router::start`] could not send (no node known).
+    pub fn finish_unsent(self: &Arc<Self>, call: Call) -> BoxFuture<'static, Bytes> {
+        let router = self.clone();
+        async move { router.drive(call, None, None).await }.boxed()
+    }
 }
 
 /// Retry rules for one call.
@@ -123,11 +167,81 @@ impl Router {
         payload: Bytes,
         retry: Retry,
     ) -> Bytes {
-        let write = retry.write;
-        if let Target::Slot(slot) = target {
+        let call = Call {
+            lane,
+            target,
+            payload,
+            retry,
+        };
+        match self.start(call) {
+            Started::Sent(flight) => {
+                let result = crate::upstream::pool::wait(flight.pool.addr(), flight.rx).await;
+                self.drive(flight.call, Some(flight.pool), Some(result))
+                    .await
+            }
+            Started::NoNode(call) => self.drive(call, None, None).await,
+        }
+    }
+
+    /// Queues `call` on its node's connection now, without waiting: the first half of
+    /// [`Router::send_call`]. The session keeps the [`InFlight`] in its reply queue and
+    /// hands the reply to [`Router::settle`]; no future is allocated unless the reply is a
+    /// redirect or an error.
+    pub fn start(&self, call: Call) -> Started {
+        if let Target::Slot(slot) = call.target {
             self.metrics.slot_stats.record(slot);
         }
-        let mut node = self.resolve(target, lane);
+        match self.resolve(call.target, call.lane) {
+            Some(pool) => {
+                let rx =
+                    pool.send_frames(call.lane, call.payload.clone(), false, call.retry.frames);
+                Started::Sent(InFlight { rx, pool, call })
+            }
+            None => Started::NoNode(call),
+        }
+    }
+
+    /// The client's reply for a started call whose node answered `result`: at once when it
+    /// is final (`Ok`), else the future that follows the redirect or retries (`Err`).
+    pub fn settle(
+        self: &Arc<Self>,
+        flight: InFlight,
+        result: ReplyResult,
+    ) -> Result<Bytes, BoxFuture<'static, Bytes>> {
+        match result {
+            Ok(reply)
+                if flight.call.retry.frames == 1
+                    && scan::classify(&reply) == scan::Redirect::None =>
+            {
+                Ok(reply)
+            }
+            result => {
+                let router = self.clone();
+                Err(async move {
+                    router
+                        .drive(flight.call, Some(flight.pool), Some(result))
+                        .await
+                }
+                .boxed())
+            }
+        }
+    }
+
+    /// Follows a call to its final reply: sends it (unless `first` already holds the node's
+    /// reply), follows redirects and retries within the limits.
+    async fn drive(
+        &self,
+        call: Call,
+        mut node: Option<Arc<NodePool>>,
+        mut first: Option<ReplyResult>,
+    ) -> Bytes {
+        let Call {
+            lane,
+            target,
+            payload,
+            retry,
+        } = call;
+        let write = retry.write;
         let mut asking = false;
         let (mut redirects, mut retries) = (0u32, 0u32);
         loop {
@@ -145,8 +259,13 @@ impl Router {
                 node = self.resolve(target, lane);
                 continue;
             };
-            let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
-            let result = crate::upstream::pool::wait(pool.addr(), rx).await;
+            let result = match first.take() {
+                Some(result) => result,
+                None => {
+                    let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
+                    crate::upstream::pool::wait(pool.addr(), rx).await
+                }
+            };
             let reply = match result {
                 Ok(reply) if retry.frames > 1 => block_outcome(reply),
                 Ok(reply) => reply,

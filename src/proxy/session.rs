@@ -1,23 +1,25 @@
 //! One client connection: read commands, queue their reply futures in order, write replies.
 //!
 //! Replies leave in request order even when requests go to different nodes: every command
-//! becomes a future in a `FuturesOrdered`, and the session writes whatever is finished at the
+//! gets an entry in a [`ReplyQueue`], and the session writes whatever is finished at the
 //! head of the queue, batching ready replies into one write. Reading pauses while
 //! `max_pipeline` commands are in flight (backpressure). A protocol error is answered after
 //! all earlier replies, then the connection is closed; nothing else is affected.
 
-use super::dispatch::{dispatch, Action};
+use super::dispatch::{dispatch, Dispatched};
 use super::local::ClientState;
 use super::monitor::Subscription;
 use super::pubsub::{upstream::Event, PubSub, Wakeup};
+use super::replies::{Reply, ReplyQueue};
 use super::Shared;
 use crate::protocol::reply;
 use crate::protocol::request::{DecodeError, RequestDecoder};
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{self, BoxFuture, FutureExt};
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::future::{self, BoxFuture};
+use futures_util::stream::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
@@ -32,7 +34,7 @@ enum Held {
 /// Runs a client session until the client leaves, breaks the protocol, or shutdown drains it.
 ///
 /// Most commands start as soon as they are read. An exclusive command (see
-/// [`Action::Exclusive`]) waits until every earlier reply was written, runs alone, and holds
+/// [`Dispatched::Exclusive`]) waits until every earlier reply was written, runs alone, and holds
 /// back the commands read after it, which wait in `held`.
 pub async fn run(
     stream: TcpStream,
@@ -47,7 +49,7 @@ pub async fn run(
     };
     let mut requests =
         FramedRead::new(read_half, RequestDecoder::new(limits(client.authenticated)));
-    let mut inflight: FuturesOrdered<BoxFuture<'static, Bytes>> = FuturesOrdered::new();
+    let mut inflight = ReplyQueue::new(shared.router.clone(), shared.metrics.clone());
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut exclusive: Option<BoxFuture<'static, Bytes>> = None;
     let mut out = BytesMut::with_capacity(16 * 1024);
@@ -62,16 +64,19 @@ pub async fn run(
     let overflow = client.overflow.clone().cancelled_owned();
     tokio::pin!(shutting_down, overflow);
     loop {
+        // One clock read for the commands dispatched together: their latency starts here.
+        let mut started = None;
         while exclusive.is_none() && !closing && inflight.len() < max {
             let Some(next) = held.pop_front() else { break };
             match next {
                 Held::Request(request) => {
                     let was_authenticated = client.authenticated;
-                    match dispatch(&shared, &mut client, request) {
-                        Action::Reply(reply) => inflight.push_back(reply),
-                        Action::Exclusive(reply) => exclusive = Some(reply),
-                        Action::ReplyAndClose(last) => {
-                            inflight.push_back(future::ready(last).boxed());
+                    let now = *started.get_or_insert_with(Instant::now);
+                    match dispatch(&shared, &mut client, request, now) {
+                        Dispatched::Queue(reply, observed) => inflight.push(reply, Some(observed)),
+                        Dispatched::Exclusive(reply) => exclusive = Some(reply),
+                        Dispatched::Close(last) => {
+                            inflight.push(Reply::Ready(last), None);
                             closing = true;
                         }
                     }
@@ -83,7 +88,7 @@ pub async fn run(
                 }
                 Held::ProtocolError(error) => {
                     let message = reply::error(&format!("ERR Protocol error: {error}"));
-                    inflight.push_back(future::ready(message).boxed());
+                    inflight.push(Reply::Ready(message), None);
                     closing = true;
                 }
             }
@@ -103,11 +108,7 @@ pub async fn run(
         let can_read = reading && held.len() < max && (client.authenticated || held.is_empty());
         tokio::select! {
             biased;
-            Some(first) = inflight.next(), if !inflight.is_empty() => {
-                out.extend_from_slice(&first);
-                while let Some(Some(next)) = inflight.next().now_or_never() {
-                    out.extend_from_slice(&next);
-                }
+            _ = future::poll_fn(|cx| inflight.poll_drain(cx, &mut out)), if !inflight.is_empty() => {
                 if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                     break;
                 }

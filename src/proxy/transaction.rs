@@ -139,8 +139,8 @@ impl TxnState {
                 tryagain_is_final: false,
                 frames,
             };
-            return Action::Reply(
-                async move { router.send_call(lane, target, block, retry).await }.boxed(),
+            return Action::later(
+                async move { router.send_call(lane, target, block, retry).await },
             );
         }
         let pinned = self.pinned.clone();
