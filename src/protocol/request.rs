@@ -274,6 +274,9 @@ impl RequestDecoder {
     }
 }
 
+/// Free room a client's read buffer gets once a command spans two reads, in bytes.
+const GROWN_BUFFER: usize = 16 * 1024;
+
 impl Decoder for RequestDecoder {
     type Item = Request;
     type Error = DecodeError;
@@ -293,7 +296,15 @@ impl Decoder for RequestDecoder {
                 Some(request) => return Ok(Some(request)),
                 // Something was consumed (empty line or empty multibulk): look again.
                 None if src.len() < before => continue,
-                None => return Ok(None),
+                None => {
+                    // A command spans reads: this client sends more than a small buffer
+                    // holds, so give the next read room (connections start small; see
+                    // docs/perf.md).
+                    if src.capacity() - src.len() < GROWN_BUFFER / 2 {
+                        src.reserve(GROWN_BUFFER);
+                    }
+                    return Ok(None);
+                }
             }
         }
     }

@@ -25,6 +25,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+/// The first read buffer of a client connection, in bytes.
+const READ_BUFFER_START: usize = 1024;
+
 /// A request read but not started yet.
 enum Held {
     Request(crate::protocol::Request),
@@ -47,12 +50,17 @@ pub async fn run(
         true => shared.limits,
         false => shared.limits.pre_auth(),
     };
-    let mut requests =
-        FramedRead::new(read_half, RequestDecoder::new(limits(client.authenticated)));
+    // Small buffers to start with: they grow with a client's pipeline, and an idle
+    // connection then costs little memory (see docs/perf.md).
+    let mut requests = FramedRead::with_capacity(
+        read_half,
+        RequestDecoder::new(limits(client.authenticated)),
+        READ_BUFFER_START,
+    );
     let mut inflight = ReplyQueue::new(shared.router.clone(), shared.metrics.clone());
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut exclusive: Option<BoxFuture<'static, Bytes>> = None;
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = BytesMut::new();
     let mut client = client;
     let max = shared.max_pipeline;
     let (mut reading, mut closing) = (true, false);
