@@ -131,6 +131,14 @@ impl Topology {
         self.current.load_full()
     }
 
+    /// The current snapshot for a short, synchronous look (the per-command hot path): unlike
+    /// [`Topology::snapshot`] it takes no reference count (arc-swap's thread-local debts), so
+    /// cores routing commands at once never contend on the snapshot's counter.
+    #[inline]
+    pub fn current(&self) -> arc_swap::Guard<Option<Arc<Snapshot>>> {
+        self.current.load()
+    }
+
     /// How to connect to nodes (for connections outside the pools).
     pub fn settings(&self) -> &Arc<Settings> {
         &self.settings

@@ -1,7 +1,8 @@
 //! From one decoded command to the future of its reply.
 //!
 //! Local commands are answered at once; everything else becomes a future that the session
-//! queues in request order. The snapshot is read once per command.
+//! queues in request order. The snapshot is looked at without taking a reference count
+//! (see `Topology::current`), and cloned only by the commands that keep it.
 
 use super::fanout;
 use super::local::{self, ClientState, ReplyMode};
@@ -139,7 +140,8 @@ fn route(
         };
         (ready(reply), None, CommandGroup::Rejected)
     };
-    let Some(snapshot) = shared.router.topology.snapshot() else {
+    let current = shared.router.topology.current();
+    let Some(snapshot) = current.as_ref() else {
         return rejected(reply::error(
             "ERR slotproxy: not connected to the cluster yet (no slot map loaded)",
         ));
@@ -222,7 +224,7 @@ fn answer(
     lane: Lane,
     request: Request,
     info: &Arc<CommandInfo>,
-    snapshot: Arc<Snapshot>,
+    snapshot: &Arc<Snapshot>,
 ) -> Action {
     match info.policy {
         Policy::Local(kind) => local_command(shared, client, lane, kind, request, snapshot),
@@ -273,7 +275,7 @@ fn answer(
         Policy::Keyed => keyed(shared, client, lane, info, request),
         Policy::Scan => Action::later(super::scan::scan(
             shared.router.clone(),
-            snapshot,
+            snapshot.clone(),
             lane,
             request.args,
         )),
@@ -299,7 +301,7 @@ fn answer(
         },
         Policy::AllMasters(join) => Action::later(fanout::all_masters(
             shared.router.clone(),
-            snapshot,
+            snapshot.clone(),
             lane,
             request.raw,
             join,
@@ -466,7 +468,7 @@ fn local_command(
     lane: Lane,
     kind: Local,
     request: Request,
-    snapshot: Arc<Snapshot>,
+    snapshot: &Arc<Snapshot>,
 ) -> Action {
     let args = &request.args;
     match kind {
@@ -474,7 +476,7 @@ fn local_command(
         Local::Echo => ready(reply::bulk(args[1].clone())),
         Local::Select => ready(local::select(args)),
         Local::Quit => Action::ReplyAndClose(reply::ok()),
-        Local::Hello => ready(local::hello(args, client, &snapshot, &shared.auth)),
+        Local::Hello => ready(local::hello(args, client, snapshot, &shared.auth)),
         Local::Reset => {
             client.txn.reset();
             client.pubsub = None;
@@ -514,7 +516,12 @@ fn local_command(
                 .iter()
                 .map(|a| String::from_utf8_lossy(a).to_lowercase())
                 .collect();
-            Action::later(local::info(shared.clone(), snapshot, lane, sections))
+            Action::later(local::info(
+                shared.clone(),
+                snapshot.clone(),
+                lane,
+                sections,
+            ))
         }
     }
 }

@@ -113,7 +113,8 @@ impl Router {
     }
 
     fn resolve(&self, target: Target, lane: Lane) -> Option<Arc<NodePool>> {
-        let snapshot = self.topology.snapshot()?;
+        let current = self.topology.current();
+        let snapshot = current.as_ref()?;
         match target {
             Target::Slot(slot) => snapshot.owner(slot).cloned(),
             Target::AnyMaster => snapshot.any_master(lane).cloned(),
