@@ -88,12 +88,13 @@ fn a_stalled_node_times_out_and_later_replies_stay_matched() {
             .expect("SET");
     }
 
+    let elsewhere = key_on(&cluster, cluster.nodes[1].port, "elsewhere");
     // DEBUG SLEEP blocks the node, as a long-running script or a frozen host would.
     let node = cluster.nodes[0].addr();
     let sleeper = std::thread::spawn(move || {
         let _: () = redis::cmd("DEBUG")
             .arg("SLEEP")
-            .arg("1.5")
+            .arg("2")
             .query(&mut common::connect(&node))
             .expect("DEBUG SLEEP");
     });
@@ -108,9 +109,19 @@ fn a_stalled_node_times_out_and_later_replies_stay_matched() {
             .contains(&format!("127.0.0.1:{port} did not reply within 300 ms")),
         "{err}"
     );
+    // A command split over the stalled node and a healthy one times out as a whole.
+    let err = redis::cmd("MGET")
+        .arg(&elsewhere)
+        .arg(&stalled)
+        .query::<Vec<Option<String>>>(&mut con)
+        .expect_err("part of it is on the sleeping node");
     assert!(
-        started.elapsed() < Duration::from_millis(1200),
-        "the timeout fired before the node woke up: {:?}",
+        err.to_string().contains("did not reply within 300 ms"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1400),
+        "the timeouts fired before the node woke up: {:?}",
         started.elapsed()
     );
     sleeper.join().expect("sleeper");
@@ -126,5 +137,5 @@ fn a_stalled_node_times_out_and_later_replies_stay_matched() {
     assert_eq!(values, ["second", "first"]);
     let timeouts =
         format!("slotproxy_upstream_errors_total{{kind=\"timeout\",node=\"127.0.0.1:{port}\"}}");
-    assert_eq!(proxy.metric(&timeouts), 1.0, "{timeouts}");
+    assert_eq!(proxy.metric(&timeouts), 2.0, "{timeouts}");
 }

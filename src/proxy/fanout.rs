@@ -2,8 +2,9 @@
 //!
 //! Multi-key commands are split by *slot*, not by node: Redis Cluster answers `CROSSSLOT` to a
 //! multi-key command whose keys are in different slots even when one node owns them all. The
-//! parts bound for one node are queued together, so they leave in one pipelined write.
+//! parts bound for one node go as one pipelined request (see [`super::fanout_batch`]).
 
+use super::fanout_batch::{send_grouped, SlotRequest};
 use super::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::command::Join;
@@ -80,12 +81,24 @@ pub struct SplitCommand {
 /// migration never blocks writes.
 pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> Bytes {
     let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
-    let replies = join_all(
-        parts
+    let requests: Vec<SlotRequest> = parts
+        .iter()
+        .map(|part| SlotRequest {
+            slot: part.slot,
+            payload: &part.payload,
+        })
+        .collect();
+    let mut replies = send_grouped(&router, lane, command.write, &requests).await;
+    let unsettled: Vec<usize> = (0..parts.len()).filter(|&i| replies[i].is_none()).collect();
+    let resent = join_all(
+        unsettled
             .iter()
-            .map(|part| send_part(&router, lane, &command, part)),
-    )
-    .await;
+            .map(|&i| send_part(&router, lane, &command, &parts[i])),
+    );
+    for (i, reply) in unsettled.into_iter().zip(resent.await) {
+        replies[i] = Some(reply);
+    }
+    let replies: Vec<Bytes> = replies.into_iter().map(Option::unwrap_or_default).collect();
     if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
         return error.clone();
     }

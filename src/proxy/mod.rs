@@ -7,6 +7,7 @@ pub mod client_cmd;
 pub mod clients;
 pub mod dispatch;
 pub mod fanout;
+pub mod fanout_batch;
 pub mod listener;
 pub mod local;
 pub mod monitor;

@@ -373,7 +373,8 @@ impl Router {
         }
     }
 
-    fn count_error(&self, error: &UpstreamError) {
+    /// Counts a failed node request in `slotproxy_upstream_errors_total`.
+    pub fn count_error(&self, error: &UpstreamError) {
         let (addr, kind) = match error {
             UpstreamError::Connect { addr, .. } => (addr, "connect"),
             UpstreamError::Lost { addr, .. } => (addr, "connection_lost"),
