@@ -13,8 +13,9 @@
 # Usage: deploy/local/bench.sh
 # Environment: ROUNDS (3), N_P1 (100000), N_P16 (500000), N_MSET (50000), CLIENTS (50),
 #   ONLY (a subset of the workloads, e.g. "get-P1 get-P16"), WORKERS (the proxy's
-#   proxy.worker_threads; 0 = one per core), BIN (the slotproxy binary to measure; default:
-#   build target/release/slotproxy).
+#   proxy.worker_threads, 1 by default because the nodes and redis-benchmark share the cores;
+#   0 = one per core; see docs/perf.md), BIN (the slotproxy binary to measure; default: build
+#   target/release/slotproxy).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -27,7 +28,7 @@ N_P1=${N_P1:-100000}
 N_P16=${N_P16:-500000}
 N_MSET=${N_MSET:-50000}
 CLIENTS=${CLIENTS:-50}
-WORKERS=${WORKERS:-0}
+WORKERS=${WORKERS:-1}
 BIN=${BIN:-}
 
 die() { echo "bench.sh: error: $*" >&2; exit 1; }
