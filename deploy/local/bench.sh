@@ -205,5 +205,10 @@ echo "nodes us/op = CPU time of all cluster nodes per command in the direct run:
 echo "same network round trips in Redis itself, a floor for what a proxy doing them twice can reach."
 echo "get-P1-c10 = moderate load (10 clients): the p99 the proxy adds is proxy p99 - direct p99."
 echo
-echo "proxy RSS: idle ${RSS_IDLE} kB; after each round (about $(( (3 * N_P1 + 2 * N_P16 + 2 * N_MSET) / 1000 ))k commands each): ${RSS_ROUNDS[*]} kB"
+per_round=0
+for w in "${WORKLOADS[@]}"; do
+  read -r n _ <<<"$(workload "$w")"
+  per_round=$((per_round + n))
+done
+echo "proxy RSS: idle ${RSS_IDLE} kB; after each round ($((per_round / 1000))k commands each): ${RSS_ROUNDS[*]} kB"
 echo "proxy RSS with $conns idle client connections: ${with_conns} kB (+$(( (with_conns - before_conns) * 1000 / (conns > 0 ? conns : 1) )) bytes per connection)"
