@@ -86,10 +86,12 @@ impl ClientHandle {
         self.unblock_with_error.load(Ordering::Relaxed)
     }
 
-    /// Notes a command about to run; `changed` says it differs from the client's previous
-    /// one (only then is the shared copy updated, so a repeated command costs one store).
-    pub fn ran(&self, command: &Arc<CommandInfo>, changed: bool) {
-        let now = self.created.elapsed().as_millis() as u64;
+    /// Notes a command read at `at` and about to run; `changed` says it differs from the
+    /// client's previous one (only then is the shared copy updated, so a repeated command
+    /// costs one store). `at` is the session's clock read for its batch of commands: no
+    /// clock read per command.
+    pub fn ran(&self, command: &Arc<CommandInfo>, changed: bool, at: Instant) {
+        let now = at.saturating_duration_since(self.created).as_millis() as u64;
         self.last_active.store(now, Ordering::Relaxed);
         if changed {
             *self.last_command.lock().unwrap_or_else(|e| e.into_inner()) = Some(command.clone());

@@ -71,7 +71,7 @@ pub fn dispatch(
     shared.monitors.publish(&client.handle.peer, &request);
     let lane = client.lane();
     let was_in_multi = client.txn.in_multi();
-    let (action, command, group) = route(shared, client, lane, request);
+    let (action, command, group) = route(shared, client, lane, request, started);
     if was_in_multi || client.txn.in_multi() {
         client.handle.set_multi(client.txn.queued_len());
     }
@@ -131,6 +131,7 @@ fn route(
     client: &mut ClientState,
     lane: Lane,
     request: Request,
+    started: Instant,
 ) -> (Action, Option<Arc<CommandInfo>>, CommandGroup) {
     let in_multi = client.txn.in_multi();
     let mut rejected = |reply: Bytes| {
@@ -149,7 +150,7 @@ fn route(
     let info = match snapshot.commands.lookup(&request.args) {
         Lookup::Found(info) => {
             let id = Arc::as_ptr(info) as usize;
-            client.handle.ran(info, id != client.last_command);
+            client.handle.ran(info, id != client.last_command, started);
             client.last_command = id;
             info.clone()
         }
