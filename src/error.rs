@@ -48,6 +48,12 @@ impl UpstreamError {
         }
     }
 
+    /// True when the request must not be sent again: after a timeout (the node may still
+    /// run it, so even a read could answer twice), or a write that may have run.
+    pub fn forbids_resend(&self, write: bool) -> bool {
+        matches!(self, UpstreamError::Timeout { .. }) || (write && self.may_have_run())
+    }
+
     /// The error as a client sees it.
     pub fn to_reply(&self) -> Bytes {
         reply::error(&format!("ERR slotproxy: {self}"))

@@ -451,11 +451,7 @@ fn send(
         lane,
         target: target.unwrap_or(Target::AnyMaster),
         payload,
-        retry: Retry {
-            write,
-            tryagain_is_final: false,
-            frames: 1,
-        },
+        retry: Retry::single(write),
     };
     match shared.router.start(call) {
         Started::Sent(flight) => Action::Reply(Reply::Node(flight)),

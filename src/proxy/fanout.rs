@@ -4,7 +4,7 @@
 //! multi-key command whose keys are in different slots even when one node owns them all. The
 //! parts bound for one node go as one pipelined request (see [`super::fanout_batch`]).
 
-use super::fanout_batch::{send_grouped, SlotRequest};
+use super::fanout_batch::send_grouped;
 use super::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::command::Join;
@@ -16,10 +16,13 @@ use futures_util::future::join_all;
 use std::sync::Arc;
 
 /// One part of a split command: its slot, the client's key indices in it, and its payload.
-struct Part {
-    slot: u16,
-    keys: Vec<usize>,
-    payload: Bytes,
+pub(super) struct Part {
+    /// The slot all its keys hash to.
+    pub(super) slot: u16,
+    /// Indices (among the command's keys) of the keys it carries.
+    pub(super) keys: Vec<usize>,
+    /// The encoded one-slot command.
+    pub(super) payload: Bytes,
 }
 
 /// Groups the keys of `args` (at `positions`, each followed by `span - 1` values) by slot, in
@@ -81,14 +84,7 @@ pub struct SplitCommand {
 /// migration never blocks writes.
 pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> Bytes {
     let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
-    let requests: Vec<SlotRequest> = parts
-        .iter()
-        .map(|part| SlotRequest {
-            slot: part.slot,
-            payload: &part.payload,
-        })
-        .collect();
-    let mut replies = send_grouped(&router, lane, command.write, &requests).await;
+    let mut replies = send_grouped(&router, lane, command.write, &parts).await;
     let unsettled: Vec<usize> = (0..parts.len()).filter(|&i| replies[i].is_none()).collect();
     let resent = join_all(
         unsettled

@@ -7,8 +7,8 @@
 //! `CLUSTERDOWN`: the node did not run it) or whose node could not be reached is then sent on
 //! its own through the router, which follows redirects and retries as for any command.
 
+use super::fanout::Part;
 use super::router::Router;
-use crate::error::UpstreamError;
 use crate::protocol::scan;
 use crate::upstream::pool::{wait, NodePool};
 use crate::upstream::Lane;
@@ -16,21 +16,14 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
 use std::sync::Arc;
 
-/// One part of a split command, for one slot.
-pub struct SlotRequest<'a> {
-    /// Its slot.
-    pub slot: u16,
-    /// The encoded command.
-    pub payload: &'a Bytes,
-}
-
 /// Sends every part, grouped by the node that owns its slot, and returns each part's reply
-/// in order: `Some` when final, `None` when the part must go through the router on its own.
-pub async fn send_grouped(
+/// in order: `Some` when final, `None` when the part must go through the router on its own
+/// (which then counts it in the slot statistics).
+pub(super) async fn send_grouped(
     router: &Router,
     lane: Lane,
     write: bool,
-    parts: &[SlotRequest<'_>],
+    parts: &[Part],
 ) -> Vec<Option<Bytes>> {
     let mut replies: Vec<Option<Bytes>> = vec![None; parts.len()];
     let groups = group_by_node(router, parts);
@@ -38,8 +31,7 @@ pub async fn send_grouped(
         let size = indices.iter().map(|&i| parts[i].payload.len()).sum();
         let mut payload = BytesMut::with_capacity(size);
         for &i in &indices {
-            router.metrics.slot_stats.record(parts[i].slot);
-            payload.extend_from_slice(parts[i].payload);
+            payload.extend_from_slice(&parts[i].payload);
         }
         // Queued now, before the first await: the parts keep their place in the pipeline.
         let rx = pool.send_frames(lane, payload.freeze(), false, indices.len());
@@ -55,17 +47,17 @@ pub async fn send_grouped(
                     };
                     let frame = frames.split_to(len);
                     if scan::classify(&frame) == scan::Redirect::None {
+                        router.metrics.slot_stats.record(parts[i].slot);
                         replies[i] = Some(frame);
                     }
                 }
             }
             Err(error) => {
                 router.count_error(&error);
-                // Never resend what may have run: after a timeout, or a write on a broken
-                // connection. Anything else is resent part by part (with retries).
-                let timed_out = matches!(error, UpstreamError::Timeout { .. });
-                if timed_out || (write && error.may_have_run()) {
+                // Anything that may be resent is, part by part (with retries).
+                if error.forbids_resend(write) {
                     for i in indices {
+                        router.metrics.slot_stats.record(parts[i].slot);
                         replies[i] = Some(error.to_reply());
                     }
                 }
@@ -77,7 +69,7 @@ pub async fn send_grouped(
 
 /// The parts' indices by owning node, from the current slot map; parts whose slot has no
 /// known owner are left out (they go through the router, which waits for one).
-fn group_by_node(router: &Router, parts: &[SlotRequest<'_>]) -> Vec<(Arc<NodePool>, Vec<usize>)> {
+fn group_by_node(router: &Router, parts: &[Part]) -> Vec<(Arc<NodePool>, Vec<usize>)> {
     let mut groups: Vec<(Arc<NodePool>, Vec<usize>)> = Vec::new();
     let current = router.topology.current();
     let Some(snapshot) = current.as_ref() else {

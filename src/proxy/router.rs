@@ -76,14 +76,6 @@ pub enum Started {
     NoNode(Call),
 }
 
-impl Router {
-    /// Finishes a call that [`Router::start`] could not send (no node known).
-    pub fn finish_unsent(self: &Arc<Self>, call: Call) -> BoxFuture<'static, Bytes> {
-        let router = self.clone();
-        async move { router.drive(call, None, None).await }.boxed()
-    }
-}
-
 /// Retry rules for one call.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
@@ -96,6 +88,17 @@ pub struct Retry {
     /// outcome is its first redirect (Redis then discarded the whole block) or else EXEC's
     /// reply.
     pub frames: usize,
+}
+
+impl Retry {
+    /// The rules for one plain command: retried unless it is a write that may have run.
+    pub fn single(write: bool) -> Retry {
+        Retry {
+            write,
+            tryagain_is_final: false,
+            frames: 1,
+        }
+    }
 }
 
 impl Router {
@@ -147,17 +150,8 @@ impl Router {
 
     /// Sends `payload` to `target` and returns the reply the client should see.
     pub async fn send(&self, lane: Lane, target: Target, payload: Bytes, write: bool) -> Bytes {
-        self.send_call(
-            lane,
-            target,
-            payload,
-            Retry {
-                write,
-                tryagain_is_final: false,
-                frames: 1,
-            },
-        )
-        .await
+        self.send_call(lane, target, payload, Retry::single(write))
+            .await
     }
 
     /// Like [`Router::send`], with the retry rules spelled out.
@@ -200,6 +194,12 @@ impl Router {
             }
             None => Started::NoNode(call),
         }
+    }
+
+    /// Finishes a call that [`Router::start`] could not send (no node known).
+    pub fn finish_unsent(self: &Arc<Self>, call: Call) -> BoxFuture<'static, Bytes> {
+        let router = self.clone();
+        async move { router.drive(call, None, None).await }.boxed()
     }
 
     /// The client's reply for a started call whose node answered `result`: at once when it
@@ -272,8 +272,7 @@ impl Router {
                 Ok(reply) => reply,
                 Err(error) => {
                     self.count_error(&error);
-                    let timed_out = matches!(error, UpstreamError::Timeout { .. });
-                    if timed_out || (write && error.may_have_run()) {
+                    if error.forbids_resend(write) {
                         return error.to_reply();
                     }
                     if retries >= self.max_retries {
