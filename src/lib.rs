@@ -23,6 +23,9 @@
 //! use it.
 
 #![warn(missing_docs)]
+// No unsafe code: every byte from clients and nodes is handled by safe Rust (see README,
+// Reliability).
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cluster;

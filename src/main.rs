@@ -1,5 +1,7 @@
 //! The `slotproxy` binary: parse the command line, load the config, run until a signal.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use slotproxy::config::{Config, Overrides};
 use std::path::PathBuf;

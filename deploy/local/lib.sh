@@ -8,14 +8,19 @@ ensure_redis() {
     return
   fi
   say "redis-server not found; installing it with apt-get"
+  apt_install redis-server redis-tools || die "apt-get install redis-server failed; install it by hand (sudo apt-get install -y redis-server)"
+}
+
+# apt_install PACKAGE...: installs Debian packages as root or through sudo; fails (status 1,
+# with the reason on stderr) when neither is possible or apt-get fails.
+apt_install() {
   local sudo=""
   if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "redis-server is missing and this is not root: run 'sudo apt-get install -y redis-server'"
+    command -v sudo >/dev/null 2>&1 || { say "cannot install $*: not root and no sudo"; return 1; }
     sudo="sudo"
   fi
-  $sudo apt-get update -qq || die "apt-get update failed; install redis-server by hand"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null \
-    || die "apt-get install redis-server failed; install it by hand"
+  $sudo apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
 }
 
 ensure_cargo() {
@@ -24,16 +29,17 @@ ensure_cargo() {
 
 cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
 
-# start_node PORT: a cluster-enabled, persistence-free redis-server with its state in $RUN/PORT.
+# start_node PORT [plain]: a cluster-enabled (or, with "plain", a standalone) persistence-free
+# redis-server with its state in $RUN/PORT.
 start_node() {
-  local port=$1 dir="$RUN/$1"
+  local port=$1 dir="$RUN/$1" mode=(--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000)
+  [ "${2:-}" = plain ] && mode=()
   if [ "$(cli "$port" ping 2>/dev/null)" = "PONG" ]; then
     say "node $port already running"
     return
   fi
   mkdir -p "$dir"
-  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
-    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+  redis-server --port "$port" --bind 127.0.0.1 --daemonize yes "${mode[@]}" \
     --dir "$dir" --save '' --appendonly no --enable-debug-command local \
     --logfile "$dir/redis.log" --pidfile "$dir/redis.pid" \
     || die "redis-server on port $port failed to start (see $dir/redis.log)"
