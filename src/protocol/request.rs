@@ -47,10 +47,14 @@ pub fn encode_command<B: AsRef<[u8]>>(args: &[B]) -> Bytes {
 
 /// Appends a `<prefix><n>\r\n` header.
 pub fn push_header(out: &mut BytesMut, prefix: u8, n: usize) {
-    out.extend_from_slice(&[prefix]);
-    let mut buf = itoa_buf();
-    out.extend_from_slice(format_usize(n, &mut buf));
-    out.extend_from_slice(b"\r\n");
+    // Built on the stack and appended at once: one capacity check, not three.
+    let mut buf = [0u8; 23];
+    let digits = format_usize(n, &mut buf[..21]);
+    let start = 21 - digits - 1;
+    buf[start] = prefix;
+    buf[21] = b'\r';
+    buf[22] = b'\n';
+    out.extend_from_slice(&buf[start..]);
 }
 
 /// Appends one bulk string.
@@ -60,11 +64,9 @@ pub fn push_bulk(out: &mut BytesMut, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_buf() -> [u8; 20] {
-    [0; 20]
-}
-
-fn format_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+/// Writes `n` in decimal at the end of `buf` (at least 20 bytes long) and returns how many
+/// digits it took.
+fn format_usize(mut n: usize, buf: &mut [u8]) -> usize {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -74,7 +76,7 @@ fn format_usize(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
             break;
         }
     }
-    &buf[i..]
+    buf.len() - i
 }
 
 /// Re-slices the arguments out of an encoded RESP array we produced ourselves.
@@ -457,5 +459,14 @@ mod tests {
         let r = Request::from_args(vec![Bytes::from_static(b"MGET"), Bytes::from_static(b"a")]);
         assert_eq!(&r.raw[..], b"*2\r\n$4\r\nMGET\r\n$1\r\na\r\n");
         assert_eq!(&r.args[1][..], b"a");
+    }
+
+    #[test]
+    fn headers_for_every_width() {
+        for n in [0, 7, 10, 12345, usize::MAX] {
+            let mut out = BytesMut::new();
+            push_header(&mut out, b'$', n);
+            assert_eq!(&out[..], format!("${n}\r\n").as_bytes());
+        }
     }
 }

@@ -8,54 +8,102 @@ use super::fanout_batch::send_grouped;
 use super::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::command::Join;
-use crate::protocol::request::encode_command;
+use crate::protocol::request::{encode_command, push_bulk, push_header};
 use crate::protocol::{reply, scan};
 use crate::upstream::Lane;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::join_all;
+use smallvec::{smallvec, SmallVec};
+use std::ops::Range;
 use std::sync::Arc;
 
-/// One part of a split command: its slot, the client's key indices in it, and its payload.
+/// One part of a split command: its slot, the node that owns it, and the client's key indices
+/// in it.
 pub(super) struct Part {
     /// The slot all its keys hash to.
     pub(super) slot: u16,
-    /// Indices (among the command's keys) of the keys it carries.
-    pub(super) keys: Vec<usize>,
-    /// The encoded one-slot command.
-    pub(super) payload: Bytes,
+    /// The owner's index in the slot map's nodes when the parts were made; `usize::MAX` when
+    /// the slot had no known owner.
+    pub(super) node: usize,
+    /// Indices (among the command's keys) of the keys it carries: usually one or a few, kept
+    /// inline so that a part costs no allocation of its own.
+    pub(super) keys: SmallVec<[usize; 4]>,
+    /// Where its encoded one-slot command lies in [`Parts::encoded`].
+    pub(super) at: Range<usize>,
+}
+
+/// The parts of a split command, ordered by owning node, with all their one-slot commands
+/// encoded back to back in one buffer: the parts bound for one node are then one contiguous
+/// slice, sent as one pipelined request without a copy, and the whole split costs one buffer
+/// instead of one per slot.
+pub(super) struct Parts {
+    /// The parts, those of one node next to each other.
+    pub(super) list: Vec<Part>,
+    /// Every part's command, in the order of `list`.
+    pub(super) encoded: Bytes,
+}
+
+impl Parts {
+    /// The encoded command of part `i`.
+    pub(super) fn payload(&self, i: usize) -> Bytes {
+        self.encoded.slice(self.list[i].at.clone())
+    }
+}
+
+/// The arguments key `pos` carries: the key and the `span - 1` values after it.
+fn key_args(args: &[Bytes], pos: usize, span: usize) -> &[Bytes] {
+    &args[pos..(pos + span).min(args.len())]
 }
 
 /// Groups the keys of `args` (at `positions`, each followed by `span - 1` values) by slot, in
-/// order of first appearance, and encodes one command per slot.
-fn split_by_slot(args: &[Bytes], positions: &[usize], span: usize) -> Vec<Part> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+/// order of first appearance, orders the groups by `node_of(slot)` (stable), and encodes one
+/// command per slot.
+fn split_by_slot(
+    args: &[Bytes],
+    positions: &[usize],
+    span: usize,
+    mut node_of: impl FnMut(u16) -> usize,
+) -> Parts {
+    let mut list: Vec<Part> = Vec::with_capacity(positions.len());
+    let mut size = 0;
     for (index, &pos) in positions.iter().enumerate() {
         let slot = key_slot(&args[pos]);
-        match groups.iter_mut().find(|(s, _)| *s == slot) {
-            Some((_, keys)) => keys.push(index),
-            None => groups.push((slot, vec![index])),
+        size += key_args(args, pos, span)
+            .iter()
+            .map(|a| a.len() + 16)
+            .sum::<usize>();
+        match list.iter_mut().find(|part| part.slot == slot) {
+            Some(part) => part.keys.push(index),
+            None => list.push(Part {
+                slot,
+                node: node_of(slot),
+                keys: smallvec![index],
+                at: 0..0,
+            }),
         }
     }
-    groups
-        .into_iter()
-        .map(|(slot, keys)| {
-            let mut part: Vec<&[u8]> = Vec::with_capacity(1 + keys.len() * span);
-            part.push(&args[0]);
-            for &k in &keys {
-                let pos = positions[k];
-                part.extend(
-                    args[pos..(pos + span).min(args.len())]
-                        .iter()
-                        .map(|a| a.as_ref()),
-                );
+    list.sort_by_key(|part| part.node);
+    let mut out = BytesMut::with_capacity(size + list.len() * (args[0].len() + 32));
+    for part in &mut list {
+        let start = out.len();
+        let argc: usize = part
+            .keys
+            .iter()
+            .map(|&k| key_args(args, positions[k], span).len())
+            .sum();
+        push_header(&mut out, b'*', 1 + argc);
+        push_bulk(&mut out, &args[0]);
+        for &k in &part.keys {
+            for arg in key_args(args, positions[k], span) {
+                push_bulk(&mut out, arg);
             }
-            Part {
-                slot,
-                keys,
-                payload: encode_command(&part),
-            }
-        })
-        .collect()
+        }
+        part.at = start..out.len();
+    }
+    Parts {
+        list,
+        encoded: out.freeze(),
+    }
 }
 
 /// A multi-key command to split: its arguments, where its keys are, and how many arguments
@@ -83,13 +131,31 @@ pub struct SplitCommand {
 /// the retry budget makes it fall back to single-key writes (each idempotent), so a stuck
 /// migration never blocks writes.
 pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> Bytes {
-    let parts = split_by_slot(&command.args, &command.positions, command.span.max(1));
-    let mut replies = send_grouped(&router, lane, command.write, &parts).await;
-    let unsettled: Vec<usize> = (0..parts.len()).filter(|&i| replies[i].is_none()).collect();
+    let (parts, nodes) = {
+        let current = router.topology.current();
+        let snapshot = current.as_ref();
+        let node_of = |slot| {
+            snapshot
+                .and_then(|s| s.map.owner(slot))
+                .unwrap_or(usize::MAX)
+        };
+        let parts = split_by_slot(
+            &command.args,
+            &command.positions,
+            command.span.max(1),
+            node_of,
+        );
+        let nodes = snapshot.map(|s| s.pools.clone()).unwrap_or_default();
+        (parts, nodes)
+    };
+    let mut replies = send_grouped(&router, lane, command.write, &parts, &nodes).await;
+    let unsettled: Vec<usize> = (0..parts.list.len())
+        .filter(|&i| replies[i].is_none())
+        .collect();
     let resent = join_all(
         unsettled
             .iter()
-            .map(|&i| send_part(&router, lane, &command, &parts[i])),
+            .map(|&i| send_part(&router, lane, &command, &parts.list[i], parts.payload(i))),
     );
     for (i, reply) in unsettled.into_iter().zip(resent.await) {
         replies[i] = Some(reply);
@@ -101,7 +167,7 @@ pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> By
     match command.join {
         Join::ArrayByKey => {
             let mut out = vec![reply::null(); command.positions.len()];
-            for (part, raw) in parts.iter().zip(&replies) {
+            for (part, raw) in parts.list.iter().zip(&replies) {
                 let Some(elements) =
                     scan::array_elements(raw).filter(|e| e.len() == part.keys.len())
                 else {
@@ -119,25 +185,31 @@ pub async fn split(router: Arc<Router>, lane: Lane, command: SplitCommand) -> By
 
 /// Sends one per-slot part; a `TRYAGAIN` (partly migrated slot) makes a read part one command
 /// per key at once, and a write part only after waiting for the slot to settle.
-async fn send_part(router: &Router, lane: Lane, command: &SplitCommand, part: &Part) -> Bytes {
+async fn send_part(
+    router: &Router,
+    lane: Lane,
+    command: &SplitCommand,
+    part: &Part,
+    payload: Bytes,
+) -> Bytes {
     let target = Target::Slot(part.slot);
     let retry = Retry {
         write: command.write,
         tryagain_is_final: part.keys.len() > 1 && !command.write,
         frames: 1,
     };
-    let reply = router
-        .send_call(lane, target, part.payload.clone(), retry)
-        .await;
+    let reply = router.send_call(lane, target, payload, retry).await;
     if scan::classify(&reply) != scan::Redirect::TryAgain || part.keys.len() < 2 {
         return reply;
     }
     let args = &command.args;
     let singles = part.keys.iter().map(|&k| {
-        let pos = command.positions[k];
-        let end = (pos + command.span.max(1)).min(args.len());
         let mut one: Vec<&[u8]> = vec![&args[0]];
-        one.extend(args[pos..end].iter().map(|a| a.as_ref()));
+        one.extend(
+            key_args(args, command.positions[k], command.span.max(1))
+                .iter()
+                .map(|a| a.as_ref()),
+        );
         router.send(lane, target, encode_command(&one), command.write)
     });
     let replies = join_all(singles).await;
@@ -310,15 +382,36 @@ mod tests {
     #[test]
     fn splits_by_slot_keeping_order() {
         let a = args("MSET {a}1 x {b}1 y {a}2 z");
-        let parts = split_by_slot(&a, &[1, 3, 5], 2);
-        assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0].keys, vec![0, 2]);
+        let parts = split_by_slot(&a, &[1, 3, 5], 2, |_| 0);
+        assert_eq!(parts.list.len(), 2);
+        assert_eq!(parts.list[0].keys.as_slice(), [0, 2]);
         assert_eq!(
-            &parts[0].payload[..],
+            &parts.payload(0)[..],
             &encode_command(&["MSET", "{a}1", "x", "{a}2", "z"])[..]
         );
-        assert_eq!(parts[1].keys, vec![1]);
-        assert_eq!(parts[1].slot, key_slot(b"b"));
+        assert_eq!(parts.list[1].keys.as_slice(), [1]);
+        assert_eq!(parts.list[1].slot, key_slot(b"b"));
+        assert_eq!(
+            &parts.payload(1)[..],
+            &encode_command(&["MSET", "{b}1", "y"])[..]
+        );
+    }
+
+    #[test]
+    fn parts_of_one_node_are_contiguous() {
+        let a = args("MGET {a}1 {b}1 {c}1 {a}2");
+        // {a} and {c} on node 1, {b} on node 0.
+        let node_of = |slot| usize::from(slot != key_slot(b"b"));
+        let parts = split_by_slot(&a, &[1, 2, 3, 4], 1, node_of);
+        let slots: Vec<u16> = parts.list.iter().map(|p| p.slot).collect();
+        assert_eq!(slots, [key_slot(b"b"), key_slot(b"a"), key_slot(b"c")]);
+        assert_eq!(parts.list[1].keys.as_slice(), [0, 3]);
+        let node1 = parts
+            .encoded
+            .slice(parts.list[1].at.start..parts.list[2].at.end);
+        let mut expected = encode_command(&["MGET", "{a}1", "{a}2"]).to_vec();
+        expected.extend_from_slice(&encode_command(&["MGET", "{c}1"]));
+        assert_eq!(&node1[..], &expected[..]);
     }
 
     #[test]
