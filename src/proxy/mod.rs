@@ -18,6 +18,7 @@ pub mod router;
 pub mod scan;
 pub mod scripts;
 pub mod session;
+pub mod stop;
 pub mod transaction;
 
 use crate::metrics::Metrics;

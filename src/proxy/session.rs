@@ -11,6 +11,7 @@ use super::local::ClientState;
 use super::monitor::Subscription;
 use super::pubsub::{upstream::Event, PubSub, Wakeup};
 use super::replies::{Reply, ReplyQueue};
+use super::stop::{Stop, StopSignals};
 use super::Shared;
 use crate::protocol::reply;
 use crate::protocol::request::{DecodeError, RequestDecoder};
@@ -64,13 +65,12 @@ pub async fn run(
     let mut client = client;
     let max = shared.max_pipeline;
     let (mut reading, mut closing) = (true, false);
-    // Made once: a `cancelled()` future made afresh on every pass of the loop would cost a
-    // registration and a drop per command. Each pass polls them, so they are few and the
-    // session's own: `overflow` also trips on CLIENT KILL, and a child of the shutdown token
-    // keeps sessions off the shared token's lock.
-    let shutting_down = shutdown.child_token().cancelled_owned();
+    // The session's own tokens: `overflow` also trips on CLIENT KILL, and a child of the
+    // shutdown token keeps sessions off the shared token's lock. `stops` watches both for the
+    // loop; `overflow` alone also ends a write blocked on a client that stopped reading.
+    let mut stops = StopSignals::new(shutdown.child_token(), client.overflow.clone());
     let overflow = client.overflow.clone().cancelled_owned();
-    tokio::pin!(shutting_down, overflow);
+    tokio::pin!(overflow);
     loop {
         // One clock read for the commands dispatched together: their latency starts here.
         let mut started = None;
@@ -142,7 +142,12 @@ pub async fn run(
                     }
                 }
             }
-            _ = overflow.as_mut() => break,
+            stop = stops.next() => match stop {
+                Stop::Killed => break,
+                // A blocked command cannot finish on its own: leave it.
+                Stop::Shutdown if exclusive.is_some() => return,
+                Stop::Shutdown => reading = false,
+            },
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);
@@ -167,12 +172,6 @@ pub async fn run(
                 // The client closed its side: finish what it asked for, then close.
                 None => reading = false,
             },
-            _ = shutting_down.as_mut(), if reading || exclusive.is_some() => {
-                if exclusive.is_some() {
-                    return;
-                }
-                reading = false;
-            }
         }
     }
     if client.overflow.is_cancelled() && !client.handle.kill.is_cancelled() {
@@ -218,6 +217,8 @@ async fn flush(
     overflow: std::pin::Pin<&mut WaitForCancellationFutureOwned>,
 ) -> bool {
     let written = tokio::select! {
+        // The write first: it usually completes at once, and the token is then not polled.
+        biased;
         written = write_half.write_all(out) => written.is_ok(),
         _ = overflow => false,
     };
