@@ -31,6 +31,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;

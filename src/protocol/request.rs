@@ -183,7 +183,9 @@ impl RequestDecoder {
         let mut partial = match self.partial.take() {
             Some(p) => p,
             None => {
-                let Some(end) = find_crlf(&src[..src.len().min(limits.max_inline + 2)]) else {
+                let Some(end) =
+                    find_crlf(&src[..src.len().min(limits.max_inline.saturating_add(2))])
+                else {
                     if src.len() > limits.max_inline {
                         return Err(ProtocolError::new("too big mbulk count string"));
                     }
@@ -220,7 +222,9 @@ impl RequestDecoder {
                     char::from(src[pos])
                 )));
             }
-            let window = &src[pos..src.len().min(pos + limits.max_inline + 2)];
+            let window = &src[pos..src
+                .len()
+                .min(pos.saturating_add(limits.max_inline).saturating_add(2))];
             let Some(end) = find_crlf(window) else {
                 if window.len() > limits.max_inline {
                     return Err(ProtocolError::new("too big bulk count string"));
@@ -258,7 +262,7 @@ impl RequestDecoder {
     }
 
     fn decode_inline(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
-        let window = &src[..src.len().min(self.limits.max_inline + 1)];
+        let window = &src[..src.len().min(self.limits.max_inline.saturating_add(1))];
         let Some(end) = window.iter().position(|&b| b == b'\n') else {
             if src.len() > self.limits.max_inline {
                 return Err(ProtocolError::new("too big inline request"));

@@ -19,33 +19,33 @@ use std::sync::Arc;
 
 /// One part of a split command: its slot, the node that owns it, and the client's key indices
 /// in it.
-pub(super) struct Part {
+pub(crate) struct Part {
     /// The slot all its keys hash to.
-    pub(super) slot: u16,
+    pub(crate) slot: u16,
     /// The owner's index in the slot map's nodes when the parts were made; `usize::MAX` when
     /// the slot had no known owner.
-    pub(super) node: usize,
+    pub(crate) node: usize,
     /// Indices (among the command's keys) of the keys it carries: usually one or a few, kept
     /// inline so that a part costs no allocation of its own.
-    pub(super) keys: SmallVec<[usize; 4]>,
+    pub(crate) keys: SmallVec<[usize; 4]>,
     /// Where its encoded one-slot command lies in [`Parts::encoded`].
-    pub(super) at: Range<usize>,
+    pub(crate) at: Range<usize>,
 }
 
 /// The parts of a split command, ordered by owning node, with all their one-slot commands
 /// encoded back to back in one buffer: the parts bound for one node are then one contiguous
 /// slice, sent as one pipelined request without a copy, and the whole split costs one buffer
 /// instead of one per slot.
-pub(super) struct Parts {
+pub(crate) struct Parts {
     /// The parts, those of one node next to each other.
-    pub(super) list: Vec<Part>,
+    pub(crate) list: Vec<Part>,
     /// Every part's command, in the order of `list`.
-    pub(super) encoded: Bytes,
+    pub(crate) encoded: Bytes,
 }
 
 impl Parts {
     /// The encoded command of part `i`.
-    pub(super) fn payload(&self, i: usize) -> Bytes {
+    pub(crate) fn payload(&self, i: usize) -> Bytes {
         self.encoded.slice(self.list[i].at.clone())
     }
 }
@@ -58,7 +58,7 @@ fn key_args(args: &[Bytes], pos: usize, span: usize) -> &[Bytes] {
 /// Groups the keys of `args` (at `positions`, each followed by `span - 1` values) by slot, in
 /// order of first appearance, orders the groups by `node_of(slot)` (stable), and encodes one
 /// command per slot.
-fn split_by_slot(
+pub(crate) fn split_by_slot(
     args: &[Bytes],
     positions: &[usize],
     span: usize,
