@@ -2,50 +2,9 @@
 //! slot left open by hand is repaired at start, and only the lease holder migrates.
 
 mod common;
-use common::{check_keys, free_port, keys_for_slots, write_keys, Cluster, TestProxy};
+use common::{check_keys, free_port, keys_for_slots, write_keys, Cluster, ProxyProcess, TestProxy};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The real binary with a config file, so it can be SIGKILLed and started again.
-struct ProxyProcess {
-    child: Child,
-    client: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl ProxyProcess {
-    fn start(config: &std::path::Path, client: SocketAddr, admin: SocketAddr) -> ProxyProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start slotproxy");
-        let proxy = ProxyProcess {
-            child,
-            client,
-            admin,
-        };
-        common::wait_until(Duration::from_secs(20), "the proxy to be ready", || {
-            std::net::TcpStream::connect(admin).is_ok()
-                && common::http_get(admin, "/readyz").0 == 200
-        });
-        proxy
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[test]
 fn proxy_killed_mid_slot_finishes_the_job_after_restart() {

@@ -486,6 +486,97 @@ impl Drop for TestProxy {
     }
 }
 
+/// The real binary with a config file, so that it can be SIGKILLed and started again and its
+/// memory read from /proc.
+pub struct ProxyProcess {
+    /// The process.
+    pub child: Child,
+    /// Client address.
+    pub client: SocketAddr,
+    /// Admin address.
+    pub admin: SocketAddr,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl ProxyProcess {
+    /// Starts the binary with `config` and waits until it is ready.
+    pub fn start(config: &std::path::Path, client: SocketAddr, admin: SocketAddr) -> ProxyProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start slotproxy");
+        let proxy = ProxyProcess {
+            child,
+            client,
+            admin,
+            _dir: None,
+        };
+        wait_until(Duration::from_secs(20), "the proxy to be ready", || {
+            TcpStream::connect(admin).is_ok() && http_get(admin, "/readyz").0 == 200
+        });
+        proxy
+    }
+
+    /// Starts the binary in front of `cluster` on free ports, with `proxy_lines` added to the
+    /// `[proxy]` section of its config.
+    pub fn launch(cluster: &Cluster, proxy_lines: &str) -> ProxyProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = dir.path().join("proxy.toml");
+        let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[proxy]\nlisten = \"{client}\"\n{proxy_lines}\n[admin]\nlisten = \"{admin}\"\n\
+                 [cluster]\nseeds = [{}]\n[migration]\ndata_dir = {:?}\n[log]\nlevel = \"warn\"\n",
+                seeds.join(", "),
+                dir.path().join("data").display().to_string(),
+            ),
+        )
+        .expect("write config");
+        let mut proxy = ProxyProcess::start(&config, client, admin);
+        proxy._dir = Some(dir);
+        proxy
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kb(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proxy status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The value of one metric sample line from `/metrics` (0 when absent).
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, body) = http_get(self.admin, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// SIGKILL, and wait for the process to end.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A minimal HTTP/1.1 GET.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_raw(addr, "GET", path, "", None)

@@ -1,0 +1,130 @@
+//! Many and hostile clients against the real binary: 2,000 idle connections, a slowloris
+//! client (one byte every 50 ms), a client declaring a 1 GiB argument and one declaring
+//! 400 MB and stalling. An ordinary client keeps working throughout, and memory stays
+//! bounded. The figures are printed for the README's "Reliability" section.
+
+mod common;
+
+use common::{Cluster, ProxyProcess};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Reads until `want` bytes arrived, the peer closed, or 10 s passed.
+fn read_reply(stream: &mut TcpStream, want: usize) -> Vec<u8> {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while out.len() < want {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    out
+}
+
+/// True when the proxy closed `stream` (EOF within 5 s).
+fn closed_by_proxy(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    matches!(stream.read(&mut buf), Ok(0))
+}
+
+/// An ordinary client's SET/GET round trips; returns the slowest.
+fn ordinary_work(proxy: &ProxyProcess, rounds: usize) -> Duration {
+    let mut con = common::connect(&proxy.client.to_string());
+    let mut slowest = Duration::ZERO;
+    for i in 0..rounds {
+        let started = Instant::now();
+        let key = format!("ordinary:{i}");
+        let _: () = common::query(&mut con, &["SET", &key, "v"]);
+        let value: String = common::query(&mut con, &["GET", &key]);
+        assert_eq!(value, "v");
+        slowest = slowest.max(started.elapsed());
+    }
+    slowest
+}
+
+#[test]
+fn the_proxy_stays_responsive_and_bounded_under_hostile_clients() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = ProxyProcess::launch(&cluster, "");
+    ordinary_work(&proxy, 200);
+    let idle_kb = proxy.rss_kb();
+
+    // 2,000 idle connections.
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(proxy.client).expect("connect"))
+        .collect();
+    common::wait_until(
+        Duration::from_secs(20),
+        "2,000 clients to be accepted",
+        || proxy.metric("slotproxy_client_connections ") >= 2000.0,
+    );
+    let with_conns_kb = proxy.rss_kb();
+    let per_connection = (with_conns_kb.saturating_sub(idle_kb)) * 1024 / 2000;
+    println!(
+        "RSS: {idle_kb} kB idle, {with_conns_kb} kB with 2,000 idle clients ({per_connection} bytes each)"
+    );
+    assert!(
+        per_connection < 10 * 1024,
+        "{per_connection} bytes per connection"
+    );
+
+    // A client that declares a 1 GiB argument is refused at once, and disconnected.
+    let mut huge = TcpStream::connect(proxy.client).expect("connect");
+    huge.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1073741824\r\n")
+        .expect("write");
+    let reply = read_reply(&mut huge, 64);
+    assert!(
+        reply.starts_with(b"-ERR Protocol error: invalid bulk length"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(closed_by_proxy(&mut huge));
+
+    // A client that declares 400 MB (within the limit) and sends 1 MB of it: the proxy buffers
+    // what arrived, not what was announced.
+    let mut stalled = TcpStream::connect(proxy.client).expect("connect");
+    stalled
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$400000000\r\n")
+        .expect("write");
+    stalled.write_all(&vec![b'x'; 1 << 20]).expect("write");
+
+    // A slowloris client: one byte every 50 ms, while the ordinary client works.
+    let slow = {
+        let addr = proxy.client;
+        std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            for byte in b"*3\r\n$3\r\nSET\r\n$4\r\nslow\r\n$1\r\nx\r\n" {
+                stream.write_all(&[*byte]).expect("write");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            read_reply(&mut stream, 5)
+        })
+    };
+    let slowest = ordinary_work(&proxy, 500);
+    assert_eq!(slow.join().expect("slowloris thread"), b"+OK\r\n");
+    let loaded_kb = proxy.rss_kb();
+    println!(
+        "ordinary client: slowest of 500 SET+GET round trips {slowest:?}; RSS with everything \
+         connected: {loaded_kb} kB"
+    );
+    assert!(
+        loaded_kb < with_conns_kb + 32 * 1024,
+        "RSS grew from {with_conns_kb} kB to {loaded_kb} kB"
+    );
+    assert_eq!(proxy.metric("slotproxy_client_protocol_errors_total "), 1.0);
+
+    drop(idle);
+    drop(stalled);
+    common::wait_until(Duration::from_secs(20), "the clients to be gone", || {
+        proxy.metric("slotproxy_client_connections ") <= 1.0
+    });
+    ordinary_work(&proxy, 10);
+}
