@@ -132,3 +132,27 @@ fn without_auth_config_auth_answers_like_a_passwordless_redis() {
         "+OK\r\n+PONG\r\n"
     );
 }
+
+#[test]
+fn password_guessing_is_counted_and_slowed_down_per_connection() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = guarded(&cluster);
+    // Five wrong guesses pipelined on one connection, then the right password: the first
+    // failure is answered at once, the others after 100, 200, 400 and 800 ms, one after the
+    // other; nothing is reordered.
+    let started = std::time::Instant::now();
+    let replies = raw(
+        &proxy,
+        b"AUTH a\r\nAUTH b\r\nHELLO 2 AUTH app c\r\nAUTH d\r\nAUTH e\r\nAUTH pw\r\nGET k\r\n",
+    );
+    let waited = started.elapsed();
+    let wrongpass = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    assert_eq!(replies, format!("{}+OK\r\n$-1\r\n", wrongpass.repeat(5)));
+    assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+    assert_eq!(proxy.metric("slotproxy_client_auth_failures_total "), 5.0);
+    // Another connection starts afresh: its first failure is not delayed by the others.
+    let started = std::time::Instant::now();
+    assert_eq!(raw(&proxy, b"AUTH x\r\n"), wrongpass);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(proxy.metric("slotproxy_client_auth_failures_total "), 6.0);
+}

@@ -473,7 +473,13 @@ fn local_command(
         Local::Echo => ready(reply::bulk(args[1].clone())),
         Local::Select => ready(local::select(args)),
         Local::Quit => Action::ReplyAndClose(reply::ok()),
-        Local::Hello => ready(local::hello(args, client, snapshot, &shared.auth)),
+        Local::Hello => {
+            let reply = local::hello(args, client, snapshot, &shared.auth);
+            match reply.starts_with(b"-WRONGPASS") {
+                true => auth_failed(shared, client, reply),
+                false => ready(reply),
+            }
+        }
         Local::Reset => {
             client.txn.reset();
             client.pubsub = None;
@@ -501,7 +507,10 @@ fn local_command(
                 };
                 client.handle.set_user(&String::from_utf8_lossy(user));
             }
-            ready(reply)
+            match reply.starts_with(b"-WRONGPASS") {
+                true => auth_failed(shared, client, reply),
+                false => ready(reply),
+            }
         }
         Local::KeySlot => ready(local::keyslot(args)),
         Local::Monitor => {
@@ -524,6 +533,24 @@ fn local_command(
 }
 
 /// Redis' wording for an unknown command.
+/// A failed AUTH (or HELLO … AUTH): counted, and answered after the connection's growing
+/// delay (see [`super::auth::AuthThrottle`]).
+fn auth_failed(shared: &Arc<Shared>, client: &mut ClientState, reply: Bytes) -> Action {
+    shared.metrics.auth_failures.inc();
+    let now = Instant::now();
+    let at = client.auth_throttle.failed(now);
+    if client.auth_throttle.failures() == 10 {
+        tracing::warn!(client = %client.handle.peer, "10 failed AUTH attempts on one connection");
+    }
+    match at > now {
+        true => Action::later(async move {
+            tokio::time::sleep_until(at.into()).await;
+            reply
+        }),
+        false => ready(reply),
+    }
+}
+
 fn unknown_command(args: &[Bytes]) -> Bytes {
     let name = String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""));
     let mut rest = String::new();

@@ -56,6 +56,7 @@ pub async fn run(
         let client = ClientState {
             id,
             authenticated: !shared.auth.required(),
+            auth_throttle: Default::default(),
             handle,
             reply_mode: Default::default(),
             last_command: 0,

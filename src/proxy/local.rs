@@ -22,6 +22,8 @@ pub struct ClientState {
     pub last_command: usize,
     /// AUTH succeeded, or no authentication is configured.
     pub authenticated: bool,
+    /// Failed AUTH attempts, which delay the next failure's reply.
+    pub auth_throttle: super::auth::AuthThrottle,
     /// MULTI/WATCH state.
     pub txn: super::transaction::TxnState,
     /// The connection blocking commands run on, opened on first use.
