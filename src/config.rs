@@ -57,6 +57,9 @@ pub struct ProxySection {
     /// Pub/Sub messages waiting for one slow subscriber, in bytes, before the proxy
     /// disconnects it (Redis' `client-output-buffer-limit pubsub` hard limit).
     pub pubsub_output_limit_bytes: usize,
+    /// Close a client that sent nothing for this many seconds (Redis' `timeout`); 0: never.
+    /// Subscribers, MONITOR, blocked commands and clients with replies pending are exempt.
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ProxySection {
@@ -72,6 +75,7 @@ impl Default for ProxySection {
             worker_threads: 0,
             shutdown_grace_ms: 5000,
             pubsub_output_limit_bytes: 32 * 1024 * 1024,
+            idle_timeout_secs: 0,
         }
     }
 }

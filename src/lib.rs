@@ -114,6 +114,8 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         scripts: proxy::scripts::ScriptCache::default(),
         auth: config.auth.clone(),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
+        idle_timeout: (config.proxy.idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(config.proxy.idle_timeout_secs)),
         clients: Default::default(),
         run_id: (0..40)
             .map(|_| char::from(b"0123456789abcdef"[rand::random::<usize>() % 16]))

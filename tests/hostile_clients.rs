@@ -128,3 +128,63 @@ fn the_proxy_stays_responsive_and_bounded_under_hostile_clients() {
     });
     ordinary_work(&proxy, 10);
 }
+
+#[test]
+fn idle_clients_are_closed_but_subscribers_blocked_and_slow_ones_are_not() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = common::TestProxy::start_with(&cluster, |c| c.proxy.idle_timeout_secs = 1);
+    let connect = || {
+        let stream = TcpStream::connect(proxy.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream
+    };
+    let mut silent = connect();
+    let mut subscriber = connect();
+    subscriber
+        .write_all(b"SUBSCRIBE news\r\n")
+        .expect("subscribe");
+    assert!(read_reply(&mut subscriber, 30).starts_with(b"*3\r\n$9\r\nsubscribe"));
+    let mut blocked = connect();
+    blocked.write_all(b"BLPOP idle:list 3\r\n").expect("blpop");
+    // A client that sends a command one byte every 300 ms, and one that pings every 300 ms.
+    let slow = {
+        let mut stream = connect();
+        std::thread::spawn(move || {
+            for byte in b"SET idle:slow 1\r\n" {
+                stream.write_all(&[*byte]).expect("write");
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            read_reply(&mut stream, 5)
+        })
+    };
+    let mut busy = common::connect(&proxy.addr.to_string());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        let _: String = common::query(&mut busy, &["PING"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop(busy);
+    assert!(
+        closed_by_proxy(&mut silent),
+        "the silent client is still open"
+    );
+    assert_eq!(
+        read_reply(&mut blocked, 5),
+        b"*-1\r\n",
+        "BLPOP timed out normally"
+    );
+    assert_eq!(slow.join().expect("slow client"), b"+OK\r\n");
+    // Still subscribed after more than five idle seconds.
+    let mut publisher = common::connect(&proxy.addr.to_string());
+    let receivers: i64 = common::query(&mut publisher, &["PUBLISH", "news", "hi"]);
+    assert_eq!(receivers, 1);
+    assert!(read_reply(&mut subscriber, 20).ends_with(b"$2\r\nhi\r\n"));
+    // The silent client, and the blocked one once its BLPOP had answered and it went quiet.
+    let closed = proxy.metric("slotproxy_client_idle_timeouts_total ");
+    assert!(
+        (1.0..=2.0).contains(&closed),
+        "{closed} clients closed as idle"
+    );
+}

@@ -24,6 +24,8 @@ pub const CLIENT_CONNECTIONS_ACCEPTED: &str = "slotproxy_client_connections_acce
 pub const CLIENT_CONNECTIONS_REJECTED: &str = "slotproxy_client_connections_rejected_total";
 /// Clients disconnected for breaking the protocol.
 pub const PROTOCOL_ERRORS: &str = "slotproxy_client_protocol_errors_total";
+/// Clients closed after `proxy.idle_timeout_secs` of silence.
+pub const IDLE_TIMEOUTS: &str = "slotproxy_client_idle_timeouts_total";
 /// Failed AUTH and HELLO … AUTH attempts.
 pub const AUTH_FAILURES: &str = "slotproxy_client_auth_failures_total";
 /// Subscribers disconnected for falling behind their messages.
@@ -104,6 +106,8 @@ pub struct Metrics {
     pub protocol_errors: IntCounter,
     /// See [`AUTH_FAILURES`].
     pub auth_failures: IntCounter,
+    /// See [`IDLE_TIMEOUTS`].
+    pub idle_timeouts: IntCounter,
     /// See [`PUBSUB_OUTPUT_LIMIT`].
     pub pubsub_output_limit_disconnects: IntCounter,
     /// See [`CLIENT_BYTES_RECEIVED`].
@@ -193,6 +197,7 @@ impl Metrics {
                 "Client connections refused at proxy.max_clients.",
             ),
             protocol_errors: counter(PROTOCOL_ERRORS, "Clients disconnected for protocol errors."),
+            idle_timeouts: counter(IDLE_TIMEOUTS, "Clients closed after proxy.idle_timeout_secs without sending anything."),
             auth_failures: counter(AUTH_FAILURES, "Failed AUTH and HELLO AUTH attempts (each connection's later failures are answered more and more slowly)."),
             pubsub_output_limit_disconnects: counter(
                 PUBSUB_OUTPUT_LIMIT,

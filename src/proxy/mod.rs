@@ -8,6 +8,7 @@ pub mod clients;
 pub mod dispatch;
 pub mod fanout;
 pub mod fanout_batch;
+pub mod idle;
 pub mod listener;
 pub mod local;
 pub mod monitor;
@@ -53,6 +54,8 @@ pub struct Shared {
     pub auth: crate::config::AuthSection,
     /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
     pub pubsub_output_limit: usize,
+    /// How long a client may stay silent before it is closed (`proxy.idle_timeout_secs`).
+    pub idle_timeout: Option<std::time::Duration>,
     /// Connected clients, for CLIENT LIST and CLIENT KILL.
     pub clients: clients::Registry,
     /// INFO's `run_id`: random, new at every start, as in Redis.

@@ -7,6 +7,7 @@
 //! all earlier replies, then the connection is closed; nothing else is affected.
 
 use super::dispatch::{dispatch, Dispatched};
+use super::idle::IdleTimer;
 use super::local::ClientState;
 use super::monitor::Subscription;
 use super::pubsub::{upstream::Event, PubSub, Wakeup};
@@ -71,6 +72,7 @@ pub async fn run(
     let mut stops = StopSignals::new(shutdown.child_token(), client.overflow.clone());
     let overflow = client.overflow.clone().cancelled_owned();
     tokio::pin!(overflow);
+    let mut idle = IdleTimer::new(shared.idle_timeout);
     loop {
         // One clock read for the commands dispatched together: their latency starts here.
         let mut started = None;
@@ -101,6 +103,9 @@ pub async fn run(
                 }
             }
         }
+        if let (Some(at), Some(idle)) = (started, idle.as_mut()) {
+            idle.active(at);
+        }
         if closing {
             held.clear();
             reading = false;
@@ -112,6 +117,15 @@ pub async fn run(
         // Messages go out only between replies, never inside a pipeline's answers.
         let pubsub_ready = client.pubsub.is_some() && inflight.is_empty() && exclusive.is_none();
         let monitor_ready = client.monitor.is_some() && inflight.is_empty() && exclusive.is_none();
+        // Only a client that waits for nothing can be idle (Redis exempts subscribers, MONITOR
+        // and blocked clients too).
+        let idle_watch = idle.is_some()
+            && reading
+            && held.is_empty()
+            && inflight.is_empty()
+            && exclusive.is_none()
+            && client.monitor.is_none()
+            && !client.pubsub.as_ref().is_some_and(|p| p.active());
         // Before AUTH, read one command at a time: the limits change with its outcome.
         let can_read = reading && held.len() < max && (client.authenticated || held.is_empty());
         tokio::select! {
@@ -140,6 +154,14 @@ pub async fn run(
                     if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
                         break;
                     }
+                }
+            }
+            _ = IdleTimer::fired(&mut idle), if idle_watch => {
+                let buffered = requests.read_buffer().len();
+                if idle.as_mut().is_some_and(|i| i.expired(Instant::now(), buffered)) {
+                    shared.metrics.idle_timeouts.inc();
+                    tracing::debug!(client = %client.handle.peer, "closing an idle client (proxy.idle_timeout_secs)");
+                    break;
                 }
             }
             stop = stops.next() => match stop {
