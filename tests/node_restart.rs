@@ -5,27 +5,14 @@ mod common;
 use common::{Cluster, TestProxy};
 use std::time::Duration;
 
-/// A key whose slot belongs to the node at `port`.
-fn key_on(cluster: &Cluster, port: u16, prefix: &str) -> String {
-    (0..)
-        .map(|i| format!("{prefix}:{i}"))
-        .find(|k| {
-            cluster
-                .owner_of(slotproxy::cluster::key_slot(k.as_bytes()))
-                .port
-                == port
-        })
-        .expect("some key maps to every node")
-}
-
 #[test]
 fn proxy_recovers_by_itself_when_a_master_restarts() {
     let mut cluster = Cluster::start(3, 0);
     let proxy = TestProxy::start(&cluster);
     let mut con = proxy.conn();
     let down_port = cluster.nodes[0].port;
-    let on_down = key_on(&cluster, down_port, "down");
-    let on_up = key_on(&cluster, cluster.nodes[1].port, "up");
+    let on_down = cluster.key_on(down_port, "down");
+    let on_up = cluster.key_on(cluster.nodes[1].port, "up");
     for k in [&on_down, &on_up] {
         let _: () = redis::cmd("SET")
             .arg(k)
@@ -78,8 +65,8 @@ fn a_stalled_node_times_out_and_later_replies_stay_matched() {
     let proxy = TestProxy::start_with(&cluster, |c| c.cluster.request_timeout_ms = 300);
     let mut con = proxy.conn();
     let port = cluster.nodes[0].port;
-    let stalled = key_on(&cluster, port, "stalled");
-    let later = key_on(&cluster, port, &format!("{stalled}:later"));
+    let stalled = cluster.key_on(port, "stalled");
+    let later = cluster.key_on(port, &format!("{stalled}:later"));
     for (k, v) in [(&stalled, "first"), (&later, "second")] {
         let _: () = redis::cmd("SET")
             .arg(k)
@@ -88,7 +75,7 @@ fn a_stalled_node_times_out_and_later_replies_stay_matched() {
             .expect("SET");
     }
 
-    let elsewhere = key_on(&cluster, cluster.nodes[1].port, "elsewhere");
+    let elsewhere = cluster.key_on(cluster.nodes[1].port, "elsewhere");
     // DEBUG SLEEP blocks the node, as a long-running script or a frozen host would.
     let node = cluster.nodes[0].addr();
     let sleeper = std::thread::spawn(move || {

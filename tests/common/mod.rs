@@ -3,6 +3,8 @@
 //! panics.
 #![allow(dead_code)]
 
+pub mod relay;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -251,6 +253,18 @@ impl Cluster {
             .iter()
             .find(|n| n.port == owner_port)
             .expect("owner is ours")
+    }
+
+    /// A key (`prefix:N`) in a slot the node listening on `port` owns.
+    pub fn key_on(&self, port: u16, prefix: &str) -> String {
+        (0..)
+            .map(|i| format!("{prefix}:{i}"))
+            .find(|k| {
+                self.owner_of(slotproxy::cluster::key_slot(k.as_bytes()))
+                    .port
+                    == port
+            })
+            .expect("some key maps to every node")
     }
 
     /// Some master other than `node`.
