@@ -71,6 +71,16 @@ impl Node {
         connect(&self.addr())
     }
 
+    /// Sends a signal (`"STOP"`, `"CONT"`, …) to the redis-server process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.child.id());
+    }
+
     /// Runs a command on this node and returns its reply.
     pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
