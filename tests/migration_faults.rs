@@ -28,13 +28,7 @@ fn a_target_stalled_mid_batch_is_retried_with_replace_and_leaves_no_stale_copy()
     let keys = keys_for_slots(0..=39, 50);
     write_keys(&mut con, &keys);
     let (source, target) = (cluster.owner_of(0), &cluster.nodes[1]);
-    let body = format!(
-        r#"{{"slots":"0-39","from":"{}","to":"{}"}}"#,
-        source.id, target.id
-    );
-    let (status, job) = proxy.admin_post("/migrations", &body);
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().expect("id").to_string();
+    let id = proxy.start_migration("0-39", source, target);
 
     // Stop the target mid-job for longer than the MIGRATE timeout but shorter than the
     // cluster's node timeout (2 s), so the cluster itself does not fail it over.

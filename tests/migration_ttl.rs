@@ -31,13 +31,7 @@ fn expiring_keys_stay_expired_and_ttls_survive_a_slot_move() {
     pipe.query::<()>(&mut con).expect("write keys");
 
     let (source, target) = (cluster.owner_of(0), &cluster.nodes[1]);
-    let body = format!(
-        r#"{{"slots":"0-49","from":"{}","to":"{}"}}"#,
-        source.id, target.id
-    );
-    let (status, job) = proxy.admin_post("/migrations", &body);
-    assert_eq!(status, 202, "{job}");
-    let id = job["id"].as_str().expect("id").to_string();
+    let id = proxy.start_migration("0-49", source, target);
     let job = proxy.wait_job(&id, Duration::from_secs(60));
     assert_eq!(job["state"], "completed", "{job}");
     assert!(

@@ -488,6 +488,17 @@ impl TestProxy {
         http_get(self.admin, path)
     }
 
+    /// Starts a job moving `slots` (e.g. `"0-49"`) from `from` to `to`; returns its id.
+    pub fn start_migration(&self, slots: &str, from: &Node, to: &Node) -> String {
+        let body = format!(
+            r#"{{"slots":"{slots}","from":"{}","to":"{}"}}"#,
+            from.id, to.id
+        );
+        let (status, job) = self.admin_post("/migrations", &body);
+        assert_eq!(status, 202, "{job}");
+        job["id"].as_str().expect("job id").to_string()
+    }
+
     /// The value of one metric sample line from `/metrics` (0 when absent).
     pub fn metric(&self, line_prefix: &str) -> f64 {
         let (_, body) = self.admin_get("/metrics");
