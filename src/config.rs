@@ -30,6 +30,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
+    /// `[tls]`
+    pub tls: TlsSection,
 }
 
 /// `[proxy]`: what clients connect to.
@@ -77,6 +79,27 @@ impl Default for ProxySection {
             pubsub_output_limit_bytes: 32 * 1024 * 1024,
             idle_timeout_secs: 0,
         }
+    }
+}
+
+/// `[tls]`: a second client listener that speaks TLS (like Redis' `tls-port`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Address for TLS client connections; empty: no TLS listener.
+    pub listen: String,
+    /// PEM certificate chain the proxy presents.
+    pub cert_file: String,
+    /// PEM private key of that certificate.
+    pub key_file: String,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one.
+    pub client_ca_file: String,
+}
+
+impl TlsSection {
+    /// Whether a TLS listener is configured.
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
     }
 }
 
@@ -429,6 +452,18 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         parse_addr(&self.proxy.listen).map_err(|m| ("proxy.listen", m))?;
         parse_addr(&self.admin.listen).map_err(|m| ("admin.listen", m))?;
+        if self.tls.enabled() {
+            parse_addr(&self.tls.listen).map_err(|m| ("tls.listen", m))?;
+            for (field, value) in [
+                ("tls.cert_file", &self.tls.cert_file),
+                ("tls.key_file", &self.tls.key_file),
+            ] {
+                if value.is_empty() {
+                    return Err((field, "required when tls.listen is set".into()));
+                }
+            }
+            crate::proxy::tls::acceptor(&self.tls)?;
+        }
         if self.cluster.seeds.is_empty() {
             return Err((
                 "cluster.seeds",
@@ -565,6 +600,11 @@ impl Config {
     /// The validated admin listen address.
     pub fn admin_addr(&self) -> SocketAddr {
         parse_addr(&self.admin.listen).unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9180)))
+    }
+
+    /// The TLS listen address, when `[tls]` is configured (an unparsable one is an error).
+    pub fn tls_addr(&self) -> Option<Result<SocketAddr, String>> {
+        self.tls.enabled().then(|| parse_addr(&self.tls.listen))
     }
 }
 

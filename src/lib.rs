@@ -53,6 +53,8 @@ pub struct Proxy {
     pub client_addr: SocketAddr,
     /// Where the admin HTTP listener is.
     pub admin_addr: SocketAddr,
+    /// Where TLS clients connect, when `[tls]` is configured.
+    pub tls_addr: Option<SocketAddr>,
     /// The cluster view.
     pub topology: Arc<cluster::Topology>,
     shutdown: CancellationToken,
@@ -63,6 +65,9 @@ pub struct Proxy {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The TLS certificate, key or CA could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The migration journal directory is unusable.
     #[error("migration.data_dir: {0}")]
     DataDir(String),
@@ -91,6 +96,17 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let local = |l: &TcpListener, fallback: SocketAddr| l.local_addr().unwrap_or(fallback);
     let client_addr = local(&client_listener, config.listen_addr());
     let admin_addr = local(&admin_listener, config.admin_addr());
+    let tls = match config.tls_addr() {
+        None => None,
+        Some(addr) => {
+            let addr = addr.map_err(|message| StartError::Tls(format!("tls.listen: {message}")))?;
+            let acceptor = proxy::tls::acceptor(&config.tls)
+                .map_err(|(field, message)| StartError::Tls(format!("{field}: {message}")))?;
+            let listener = bind(addr, "TLS client listener").await?;
+            Some((local(&listener, addr), listener, acceptor))
+        }
+    };
+    let tls_addr = tls.as_ref().map(|(addr, _, _)| *addr);
 
     let metrics = Arc::new(metrics::Metrics::new());
     let settings = Arc::new(upstream::Settings::from_config(&config.cluster));
@@ -126,8 +142,18 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     tokio::spawn(topology.clone().run_refresher(shutdown.clone()));
+    if let Some((_, listener, acceptor)) = tls {
+        tokio::spawn(proxy::listener::run(
+            listener,
+            Some(acceptor),
+            shared.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+        ));
+    }
     tokio::spawn(proxy::listener::run(
         client_listener,
+        None,
         shared,
         shutdown.clone(),
         sessions.clone(),
@@ -147,10 +173,11 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         token: config.admin.token.as_str().into(),
     };
     tokio::spawn(admin::run(admin_listener, admin_state, shutdown.clone()));
-    tracing::info!(%client_addr, %admin_addr, "slotproxy listening");
+    tracing::info!(%client_addr, %admin_addr, ?tls_addr, "slotproxy listening");
     Ok(Proxy {
         client_addr,
         admin_addr,
+        tls_addr,
         topology,
         shutdown,
         sessions,

@@ -24,6 +24,8 @@ pub const CLIENT_CONNECTIONS_ACCEPTED: &str = "slotproxy_client_connections_acce
 pub const CLIENT_CONNECTIONS_REJECTED: &str = "slotproxy_client_connections_rejected_total";
 /// Clients disconnected for breaking the protocol.
 pub const PROTOCOL_ERRORS: &str = "slotproxy_client_protocol_errors_total";
+/// TLS client handshakes that failed or timed out.
+pub const TLS_HANDSHAKE_FAILURES: &str = "slotproxy_client_tls_handshake_failures_total";
 /// Clients closed after `proxy.idle_timeout_secs` of silence.
 pub const IDLE_TIMEOUTS: &str = "slotproxy_client_idle_timeouts_total";
 /// Failed AUTH and HELLO … AUTH attempts.
@@ -108,6 +110,8 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// See [`IDLE_TIMEOUTS`].
     pub idle_timeouts: IntCounter,
+    /// See [`TLS_HANDSHAKE_FAILURES`].
+    pub tls_handshake_failures: IntCounter,
     /// See [`PUBSUB_OUTPUT_LIMIT`].
     pub pubsub_output_limit_disconnects: IntCounter,
     /// See [`CLIENT_BYTES_RECEIVED`].
@@ -197,6 +201,7 @@ impl Metrics {
                 "Client connections refused at proxy.max_clients.",
             ),
             protocol_errors: counter(PROTOCOL_ERRORS, "Clients disconnected for protocol errors."),
+            tls_handshake_failures: counter(TLS_HANDSHAKE_FAILURES, "TLS client handshakes that failed (bad or missing client certificate, wrong protocol) or timed out."),
             idle_timeouts: counter(IDLE_TIMEOUTS, "Clients closed after proxy.idle_timeout_secs without sending anything."),
             auth_failures: counter(AUTH_FAILURES, "Failed AUTH and HELLO AUTH attempts (each connection's later failures are answered more and more slowly)."),
             pubsub_output_limit_disconnects: counter(

@@ -8,12 +8,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Accepts clients until `shutdown`; sessions run on `tracker` so shutdown can wait for them.
+/// With `tls`, each connection first completes a TLS handshake (within
+/// [`super::tls::HANDSHAKE_TIMEOUT`]).
 pub async fn run(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -70,8 +74,33 @@ pub async fn run(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
-            session::run(stream, shared.clone(), client, shutdown).await;
+            match tls {
+                None => {
+                    let (read_half, write_half) = stream.into_split();
+                    session::run(read_half, write_half, shared.clone(), client, shutdown).await;
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            let (read_half, write_half) = tokio::io::split(stream);
+                            session::run(read_half, write_half, shared.clone(), client, shutdown)
+                                .await;
+                        }
+                        Ok(Err(error)) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             shared.clients.remove(id);
             metrics.client_connections.dec();
         });

@@ -20,6 +20,7 @@ pub mod scan;
 pub mod scripts;
 pub mod session;
 pub mod stop;
+pub mod tls;
 pub mod transaction;
 
 use crate::metrics::Metrics;

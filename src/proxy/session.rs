@@ -22,8 +22,7 @@ use futures_util::stream::StreamExt;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -41,13 +40,18 @@ enum Held {
 /// Most commands start as soon as they are read. An exclusive command (see
 /// [`Dispatched::Exclusive`]) waits until every earlier reply was written, runs alone, and holds
 /// back the commands read after it, which wait in `held`.
-pub async fn run(
-    stream: TcpStream,
+///
+/// The two halves are a plain TCP connection's (split without a lock) or a TLS stream's.
+pub async fn run<R, W>(
+    read_half: R,
+    mut write_half: W,
     shared: Arc<Shared>,
     client: ClientState,
     shutdown: CancellationToken,
-) {
-    let (read_half, mut write_half) = stream.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let limits = |authenticated: bool| match authenticated {
         true => shared.limits,
         false => shared.limits.pre_auth(),
@@ -232,8 +236,8 @@ async fn run_alone(exclusive: &mut Option<BoxFuture<'static, Bytes>>) -> Bytes {
 ///
 /// A subscriber that stopped reading would block the write for good; its overflow token
 /// (tripped as its unsent messages pile up, or by CLIENT KILL) ends the wait.
-async fn flush(
-    write_half: &mut tokio::net::tcp::OwnedWriteHalf,
+async fn flush<W: AsyncWrite + Unpin>(
+    write_half: &mut W,
     out: &mut BytesMut,
     shared: &Shared,
     overflow: std::pin::Pin<&mut WaitForCancellationFutureOwned>,

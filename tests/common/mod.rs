@@ -402,6 +402,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
+    /// TLS client address, when the config has `[tls]`.
+    pub tls: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _data_dir: tempfile::TempDir,
@@ -445,18 +447,19 @@ impl TestProxy {
                     "proxy loaded no slot map"
                 );
                 ready_tx
-                    .send((proxy.client_addr, proxy.admin_addr))
+                    .send((proxy.client_addr, proxy.admin_addr, proxy.tls_addr))
                     .expect("report addr");
                 let _ = stop_rx.await;
                 proxy.shutdown().await;
             });
         });
-        let (addr, admin) = ready_rx
+        let (addr, admin, tls) = ready_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("proxy ready");
         TestProxy {
             addr,
             admin,
+            tls,
             stop: Some(stop_tx),
             thread: Some(thread),
             _data_dir: data_dir,
