@@ -256,6 +256,15 @@ pub struct ClusterSection {
     pub retry_backoff_ms: u64,
     /// Ceiling for the retry delay.
     pub retry_max_backoff_ms: u64,
+    /// Connect to the nodes over TLS (their `tls-port`, with `tls-cluster yes` so that the
+    /// cluster announces TLS ports).
+    pub tls: bool,
+    /// PEM CA certificates the nodes' certificates must chain to (required with `tls`).
+    pub tls_ca_file: String,
+    /// PEM client certificate for nodes that require one (`tls-auth-clients yes`).
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
 }
 
 impl Default for ClusterSection {
@@ -272,6 +281,10 @@ impl Default for ClusterSection {
             max_retries: 12,
             retry_backoff_ms: 10,
             retry_max_backoff_ms: 250,
+            tls: false,
+            tls_ca_file: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
         }
     }
 }
@@ -452,6 +465,7 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         parse_addr(&self.proxy.listen).map_err(|m| ("proxy.listen", m))?;
         parse_addr(&self.admin.listen).map_err(|m| ("admin.listen", m))?;
+        crate::upstream::stream::tls_connector(&self.cluster)?;
         if self.tls.enabled() {
             parse_addr(&self.tls.listen).map_err(|m| ("tls.listen", m))?;
             for (field, value) in [

@@ -1,58 +1,15 @@
-//! TLS between clients and the proxy, with certificates made by the test: redis-cli over
-//! TLS, client certificates required when `tls.client_ca_file` is set, a plain client on the
-//! TLS port refused, and unreadable certificate files reported by field and path.
+//! TLS with certificates made by the test. Clients and the proxy: redis-cli over TLS, client
+//! certificates required when `tls.client_ca_file` is set, a plain client on the TLS port
+//! refused, unreadable certificate files reported by field and path. The proxy and the nodes:
+//! a cluster serving only verified TLS clients, and nodes whose certificate another CA signed
+//! refused.
 
 mod common;
+use common::certs::Certs;
 use common::{Cluster, TestProxy};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn make() -> Certs {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let write = |name: &str, pem: String| {
-            std::fs::write(dir.path().join(name), pem).expect("write pem")
-        };
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "slotproxy test CA");
-        let ca_key = KeyPair::generate().expect("ca key");
-        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-        write("ca.pem", ca_cert.pem());
-        let server_key = KeyPair::generate().expect("server key");
-        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("server params")
-            .signed_by(&server_key, &ca_cert, &ca_key)
-            .expect("server cert");
-        write("server.pem", server.pem());
-        write("server.key", server_key.serialize_pem());
-        let client_key = KeyPair::generate().expect("client key");
-        let mut client = CertificateParams::new(vec!["client".to_string()]).expect("client params");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client = client
-            .signed_by(&client_key, &ca_cert, &ca_key)
-            .expect("client cert");
-        write("client.pem", client.pem());
-        write("client.key", client_key.serialize_pem());
-        Certs { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn text(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-}
 
 fn tls_proxy(cluster: &Cluster, certs: &Certs, client_ca: bool) -> TestProxy {
     TestProxy::start_with(cluster, |c| {
@@ -160,4 +117,79 @@ fn unreadable_tls_files_stop_the_proxy_naming_field_and_path() {
         "{stderr}"
     );
     assert!(Path::new(&config).exists());
+}
+
+/// A proxy that talks TLS to the nodes' TLS ports, verifying them against `ca`.
+fn proxy_to_tls_nodes(cluster: &Cluster, certs: &Certs, ca: &Certs) -> slotproxy::config::Config {
+    let mut config = slotproxy::config::Config::default();
+    config.cluster.seeds = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.tls_port.expect("TLS port")))
+        .collect();
+    config.cluster.tls = true;
+    config.cluster.tls_ca_file = ca.text("ca.pem");
+    config.cluster.tls_cert_file = certs.text("client.pem");
+    config.cluster.tls_key_file = certs.text("client.key");
+    config
+}
+
+#[test]
+fn the_proxy_talks_tls_to_nodes_that_require_client_certificates() {
+    let certs = Certs::make();
+    let cluster = Cluster::start_tls(3, &certs);
+    let tls = proxy_to_tls_nodes(&cluster, &certs, &certs);
+    let proxy = TestProxy::start_with(&cluster, |c| {
+        c.cluster.seeds = tls.cluster.seeds.clone();
+        c.cluster = tls.cluster.clone();
+    });
+    let mut con = proxy.conn();
+    con.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let keys: Vec<String> = (0..300).map(|i| format!("tls:{i}")).collect();
+    common::write_keys(&mut con, &keys);
+    common::check_keys(&mut con, &keys);
+    // The map names the nodes' TLS ports, and a slot move (MIGRATE between TLS nodes) works.
+    let (_, map) = proxy.admin_json("/cluster");
+    let tls_port = cluster.nodes[0].tls_port.expect("tls port").to_string();
+    assert!(map.to_string().contains(&tls_port), "{map}");
+    let (source, target) = (cluster.owner_of(0), &cluster.nodes[1]);
+    let id = proxy.start_migration("0-99", source, target);
+    let job = proxy.wait_job(&id, Duration::from_secs(60));
+    assert_eq!(job["state"], "completed", "{job}");
+    common::check_keys(&mut con, &keys);
+}
+
+#[test]
+fn a_node_certificate_from_another_ca_is_refused() {
+    let certs = Certs::make();
+    let other_ca = Certs::make();
+    let cluster = Cluster::start_tls(3, &certs);
+    let config = proxy_to_tls_nodes(&cluster, &certs, &other_ca);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut config = config;
+        config.proxy.listen = "127.0.0.1:0".into();
+        config.admin.listen = "127.0.0.1:0".into();
+        let dir = tempfile::tempdir().expect("tempdir");
+        config.migration.data_dir = dir.path().to_path_buf();
+        let proxy = slotproxy::start(config).await.expect("proxy starts");
+        assert!(
+            !proxy.wait_ready(Duration::from_secs(3)).await,
+            "loaded a slot map from nodes it cannot verify"
+        );
+        let mut con = tokio::net::TcpStream::connect(proxy.client_addr)
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        con.write_all(b"GET k\r\n").await.expect("write");
+        let mut reply = vec![0u8; 256];
+        let n = con.read(&mut reply).await.expect("read");
+        let reply = String::from_utf8_lossy(&reply[..n]).to_string();
+        assert!(
+            reply.starts_with("-ERR slotproxy: not connected to the cluster yet"),
+            "{reply}"
+        );
+        proxy.shutdown().await;
+    });
 }

@@ -112,8 +112,9 @@ impl SlotMap {
         Ok(())
     }
 
-    /// Parses a raw `CLUSTER SHARDS` reply.
-    pub fn from_shards(raw: &Bytes) -> Result<SlotMap, String> {
+    /// Parses a raw `CLUSTER SHARDS` reply; with `tls`, nodes are reached at their
+    /// `tls-port` (a cluster with `tls-cluster yes` lists both ports).
+    pub fn from_shards(raw: &Bytes, tls: bool) -> Result<SlotMap, String> {
         let BytesFrame::Array(shards) = decode(raw)? else {
             return Err(error_text(raw));
         };
@@ -128,7 +129,12 @@ impl SlotMap {
                 .map(FieldMap::new)
                 .find(|n| n.str("role") == Some("master") && n.str("health") != Some("fail"));
             let Some(master) = master else { continue };
-            let port = master.int("port").or(master.int("tls-port")).unwrap_or(0);
+            let (plain, secure) = (master.int("port"), master.int("tls-port"));
+            let port = match tls {
+                true => secure.or(plain),
+                false => plain.or(secure),
+            }
+            .unwrap_or(0);
             let host = match master.str("endpoint") {
                 Some(e) if !e.is_empty() && e != "?" => e,
                 _ => master.str("ip").unwrap_or(""),
@@ -251,7 +257,7 @@ mod tests {
             shard(vec![8192, 16383], vec![node("b", 7001, "master")]),
             shard(vec![], vec![node("c", 7003, "master")]),
         ]);
-        let map = SlotMap::from_shards(&encode(&reply)).unwrap();
+        let map = SlotMap::from_shards(&encode(&reply), false).unwrap();
         assert_eq!(map.nodes.len(), 3);
         assert_eq!(map.covered(), SLOT_COUNT);
         assert_eq!(map.nodes[map.owner(100).unwrap()].addr, "127.0.0.1:7000");
@@ -260,6 +266,30 @@ mod tests {
         let moved = map.with_owner(100, "127.0.0.1:7003");
         assert_eq!(moved.nodes[moved.owner(100).unwrap()].id, "c");
         assert_ne!(moved, map);
+    }
+
+    #[test]
+    fn a_tls_proxy_uses_the_tls_port() {
+        let mut fields = match node("a", 7000, "master") {
+            BytesFrame::Array(fields) => fields,
+            _ => unreachable!(),
+        };
+        fields.extend([bulk("tls-port"), BytesFrame::Integer(7100)]);
+        let reply = BytesFrame::Array(vec![BytesFrame::Array(vec![
+            bulk("slots"),
+            BytesFrame::Array(vec![BytesFrame::Integer(0), BytesFrame::Integer(16383)]),
+            bulk("nodes"),
+            BytesFrame::Array(vec![BytesFrame::Array(fields)]),
+        ])]);
+        let raw = encode(&reply);
+        assert_eq!(
+            SlotMap::from_shards(&raw, false).unwrap().nodes[0].addr,
+            "127.0.0.1:7000"
+        );
+        assert_eq!(
+            SlotMap::from_shards(&raw, true).unwrap().nodes[0].addr,
+            "127.0.0.1:7100"
+        );
     }
 
     #[test]
@@ -276,6 +306,8 @@ mod tests {
 
     #[test]
     fn error_reply_is_an_error() {
-        assert!(SlotMap::from_shards(&Bytes::from_static(b"-ERR unknown command\r\n")).is_err());
+        assert!(
+            SlotMap::from_shards(&Bytes::from_static(b"-ERR unknown command\r\n"), false).is_err()
+        );
     }
 }

@@ -248,7 +248,7 @@ impl Topology {
         let shards = query(&["CLUSTER", "SHARDS"])
             .await
             .map_err(|e| e.to_string())?;
-        let map = match SlotMap::from_shards(&shards) {
+        let map = match SlotMap::from_shards(&shards, self.settings.tls.is_some()) {
             Ok(map) => map,
             Err(_) => {
                 let slots = query(&["CLUSTER", "SLOTS"])

@@ -6,6 +6,7 @@
 //! breaks, every pending fails with `maybe_executed`, and the supervisor reconnects with
 //! jittered exponential backoff, failing new requests fast while the node is unreachable.
 
+use super::stream::{self, NodeStream};
 use super::Settings;
 use crate::error::UpstreamError;
 use crate::metrics::Metrics;
@@ -15,7 +16,7 @@ use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,8 +54,9 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Opens a TCP connection to `addr`, with `TCP_NODELAY` and AUTH if configured.
-pub async fn connect(addr: &Arc<str>, settings: &Settings) -> Result<TcpStream, UpstreamError> {
+/// Opens a connection to `addr` (TLS when `cluster.tls`), with `TCP_NODELAY` and AUTH if
+/// configured.
+pub async fn connect(addr: &Arc<str>, settings: &Settings) -> Result<NodeStream, UpstreamError> {
     connect_with(addr, settings, false).await
 }
 
@@ -63,7 +65,7 @@ pub async fn connect_with(
     addr: &Arc<str>,
     settings: &Settings,
     resp3: bool,
-) -> Result<TcpStream, UpstreamError> {
+) -> Result<NodeStream, UpstreamError> {
     let fail = |reason: String| UpstreamError::Connect {
         addr: addr.clone(),
         reason,
@@ -72,14 +74,28 @@ pub async fn connect_with(
         Ok((host, port)) => (host.to_string(), port),
         Err(e) => return Err(fail(e)),
     };
-    let mut stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target))
+    let host = target.0.clone();
+    let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target))
         .await
         .map_err(|_| fail(format!("timed out after {:?}", settings.connect_timeout)))?
         .map_err(|e| fail(e.to_string()))?;
-    stream.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+    let mut stream = match &settings.tls {
+        None => NodeStream::Plain(tcp),
+        Some(Err(error)) => return Err(fail(format!("TLS is misconfigured: {error}"))),
+        Some(Ok(tls)) => {
+            let name = stream::server_name(&host).map_err(fail)?;
+            let tls = tokio::time::timeout(settings.connect_timeout, tls.connect(name, tcp))
+                .await
+                .map_err(|_| fail("TLS handshake timed out".into()))?
+                .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
+            NodeStream::Tls(Box::new(tls))
+        }
+    };
     if let Some(auth) = settings.auth_command() {
         let check = async {
             stream.write_all(&auth).await?;
+            stream.flush().await?;
             let mut buf = [0u8; 512];
             let n = stream.read(&mut buf).await?;
             Ok::<_, std::io::Error>(buf[..n].to_vec())
@@ -100,6 +116,7 @@ pub async fn connect_with(
             stream
                 .write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n")
                 .await?;
+            stream.flush().await?;
             let mut buf = BytesMut::with_capacity(1024);
             let mut scanner = ReplyScanner::default();
             loop {
@@ -200,7 +217,7 @@ enum Ended {
 /// they come. (A timer per request cost a timer-wheel insert and remove on every command.)
 async fn serve(
     addr: &Arc<str>,
-    stream: TcpStream,
+    stream: NodeStream,
     jobs: &mut mpsc::UnboundedReceiver<Job>,
     timeout: Duration,
 ) -> Ended {
@@ -224,7 +241,8 @@ async fn serve(
                     Err(_) => break,
                 }
             }
-            if let Err(e) = writer.write_all(&out).await {
+            // The flush matters for TLS (rustls buffers records); for TCP it does nothing.
+            if let Err(e) = write_out(&mut writer, &out).await {
                 return Ended::Broken(format!("write failed: {e}"));
             }
         }
@@ -315,6 +333,12 @@ async fn serve(
         }
     }
     ended
+}
+
+/// Writes `out` and flushes it.
+pub async fn write_out<W: AsyncWrite + Unpin>(writer: &mut W, out: &[u8]) -> std::io::Result<()> {
+    writer.write_all(out).await?;
+    writer.flush().await
 }
 
 /// Moves the pendings the writer recorded since the last look into `waiting`.

@@ -7,21 +7,21 @@
 //! reopened on the next call, so a late reply can never be taken for the answer to a later
 //! request.
 
+use super::stream::NodeStream;
 use super::Settings;
 use crate::error::UpstreamError;
 use crate::protocol::{request::encode_command, scan::ReplyScanner};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 
 /// A lazily (re)connected control connection to one node.
 #[derive(Debug)]
 pub struct ControlConn {
     addr: Arc<str>,
     settings: Arc<Settings>,
-    stream: Option<TcpStream>,
+    stream: Option<NodeStream>,
     buf: BytesMut,
     connects: u64,
     /// A call is between its write and its last reply; seen at the start of a call, it means
@@ -132,8 +132,7 @@ impl ControlConn {
             return Err(lost("not connected".into()));
         };
         self.busy = true;
-        stream
-            .write_all(payload)
+        super::connection::write_out(stream, payload)
             .await
             .map_err(|e| lost(e.to_string()))?;
         let mut replies = Vec::with_capacity(frames);

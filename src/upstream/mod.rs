@@ -9,6 +9,7 @@ pub mod connection;
 pub mod control;
 pub mod oneshot;
 pub mod pool;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -40,6 +41,10 @@ pub struct Settings {
     /// connection enforces it with one timer for all its requests (see
     /// [`connection`]), not one timer per request.
     pub request_timeout: Duration,
+    /// TLS to the nodes (`cluster.tls`): `None` when off; an error (files that became
+    /// unreadable after the config was checked) makes every connection attempt fail rather
+    /// than fall back to plain TCP.
+    pub tls: Option<Result<tokio_rustls::TlsConnector, String>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -50,6 +55,7 @@ impl std::fmt::Debug for Settings {
             .field("password", &crate::config::redact(&self.password))
             .field("connections_per_node", &self.connections_per_node)
             .field("request_timeout", &self.request_timeout)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -63,6 +69,10 @@ impl Settings {
             password: c.password.clone(),
             connections_per_node: c.connections_per_node,
             request_timeout: c.request_timeout(),
+            tls: match stream::tls_connector(c) {
+                Ok(tls) => tls.map(Ok),
+                Err((field, message)) => Some(Err(format!("{field}: {message}"))),
+            },
         }
     }
 

@@ -3,6 +3,7 @@
 //! panics.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod relay;
 
 use std::io::{Read, Write};
@@ -57,6 +58,8 @@ pub struct Node {
     pub port: u16,
     /// Its cluster node id (empty for standalone servers).
     pub id: String,
+    /// Its TLS port, for nodes started with TLS.
+    pub tls_port: Option<u16>,
     child: Child,
 }
 
@@ -100,6 +103,17 @@ impl Drop for Node {
 }
 
 fn spawn_server(dir: &std::path::Path, port: u16, cluster: bool) -> Node {
+    spawn_server_with(dir, port, cluster, None)
+}
+
+/// Starts a redis-server; with `tls`, it also listens for TLS on a second port, requires
+/// client certificates there, and runs the cluster bus over TLS.
+fn spawn_server_with(
+    dir: &std::path::Path,
+    port: u16,
+    cluster: bool,
+    tls: Option<&certs::Certs>,
+) -> Node {
     let bin = redis_server_binary();
     let node_dir = dir.join(port.to_string());
     std::fs::create_dir_all(&node_dir).expect("node dir");
@@ -119,6 +133,25 @@ fn spawn_server(dir: &std::path::Path, port: u16, cluster: bool) -> Node {
         "--logfile".into(),
         node_dir.join("redis.log").display().to_string(),
     ];
+    let tls_port = tls.map(|_| free_port());
+    if let (Some(certs), Some(tls_port)) = (tls, tls_port) {
+        args.extend([
+            "--tls-port".into(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            certs.text("server.pem"),
+            "--tls-key-file".into(),
+            certs.text("server.key"),
+            "--tls-ca-cert-file".into(),
+            certs.text("ca.pem"),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+        ]);
+    }
     if cluster {
         args.extend(
             [
@@ -141,6 +174,7 @@ fn spawn_server(dir: &std::path::Path, port: u16, cluster: bool) -> Node {
     let mut node = Node {
         port,
         id: String::new(),
+        tls_port,
         child,
     };
     wait_until(
@@ -187,9 +221,19 @@ pub struct Cluster {
 impl Cluster {
     /// `masters` masters sharing the slots evenly, plus `spares` empty masters.
     pub fn start(masters: usize, spares: usize) -> Cluster {
+        Self::start_with(masters, spares, None)
+    }
+
+    /// Like [`Cluster::start`], with every node also serving TLS (see [`Node::tls_port`]) and
+    /// the cluster bus over TLS; the tests keep using the plain ports.
+    pub fn start_tls(masters: usize, certs: &certs::Certs) -> Cluster {
+        Self::start_with(masters, 0, Some(certs))
+    }
+
+    fn start_with(masters: usize, spares: usize, tls: Option<&certs::Certs>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes: Vec<Node> = (0..masters + spares)
-            .map(|_| spawn_server(dir.path(), free_port(), true))
+            .map(|_| spawn_server_with(dir.path(), free_port(), true, tls))
             .collect();
         for (i, node) in nodes.iter().take(masters).enumerate() {
             let start = (SLOTS as usize * i / masters).to_string();
@@ -197,7 +241,9 @@ impl Cluster {
             let _: () = node.cmd(&["CLUSTER", "ADDSLOTSRANGE", &start, &end]);
         }
         for node in &nodes[1..] {
-            let _: () = nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()]);
+            // With TLS the cluster bus listens at the TLS port + 10000.
+            let port = node.tls_port.unwrap_or(node.port).to_string();
+            let _: () = nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &port]);
         }
         let cluster = Cluster {
             dir_path: dir.path().to_path_buf(),

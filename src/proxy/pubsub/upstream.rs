@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -121,7 +121,7 @@ async fn run(
                     out.extend_from_slice(PING);
                     waiting.push_back(done);
                 }
-                if writer.write_all(&out).await.is_err() {
+                if crate::upstream::connection::write_out(&mut writer, &out).await.is_err() {
                     break;
                 }
             }
