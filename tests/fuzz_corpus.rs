@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{raw_exchange, Standalone};
+use common::Standalone;
+use std::io::{Read, Write};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Every input of one target's corpus, with its file name.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -45,11 +46,33 @@ fn reply_scanner_corpus() {
     replay("reply_scanner", slotproxy::fuzzing::reply_scanner);
 }
 
+/// The raw `COMMAND` reply of the server at `addr`, read until it is complete.
+fn command_reply(addr: std::net::SocketAddr) -> Vec<u8> {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(b"COMMAND\r\n").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    while !matches!(slotproxy::protocol::scan::frame_len(&reply), Ok(Some(_))) {
+        assert!(
+            Instant::now() < deadline,
+            "COMMAND reply incomplete after 10 s"
+        );
+        let n = stream.read(&mut buf).expect("read COMMAND reply");
+        assert!(n > 0, "the server closed before the reply was complete");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    reply
+}
+
 #[test]
 fn command_router_corpus_with_a_real_command_table() {
     let server = Standalone::start();
     let addr = server.node.addr().parse().expect("node address");
-    let reply = raw_exchange(addr, b"COMMAND\r\nQUIT\r\n", Duration::from_secs(5));
+    let reply = command_reply(addr);
     let table = slotproxy::fuzzing::command_table(Some(&reply));
     assert!(table.len() > 200, "COMMAND gave {} commands", table.len());
     replay("command_router", |input| {
