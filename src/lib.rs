@@ -32,6 +32,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod io;
 pub mod metrics;
 pub mod migration;
 pub mod protocol;

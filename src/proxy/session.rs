@@ -244,8 +244,9 @@ async fn flush<W: AsyncWrite + Unpin>(
 ) -> bool {
     let written = tokio::select! {
         // The write first: it usually completes at once, and the token is then not polled.
+        // (The flush does nothing on TCP; rustls may hold the last record until it.)
         biased;
-        written = write_half.write_all(out) => written.is_ok(),
+        written = crate::io::write_out(write_half, out) => written.is_ok(),
         _ = overflow => false,
     };
     if !written {

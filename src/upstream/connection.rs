@@ -16,7 +16,7 @@ use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -242,7 +242,7 @@ async fn serve(
                 }
             }
             // The flush matters for TLS (rustls buffers records); for TCP it does nothing.
-            if let Err(e) = write_out(&mut writer, &out).await {
+            if let Err(e) = crate::io::write_out(&mut writer, &out).await {
                 return Ended::Broken(format!("write failed: {e}"));
             }
         }
@@ -333,12 +333,6 @@ async fn serve(
         }
     }
     ended
-}
-
-/// Writes `out` and flushes it.
-pub async fn write_out<W: AsyncWrite + Unpin>(writer: &mut W, out: &[u8]) -> std::io::Result<()> {
-    writer.write_all(out).await?;
-    writer.flush().await
 }
 
 /// Moves the pendings the writer recorded since the last look into `waiting`.

@@ -132,7 +132,7 @@ impl ControlConn {
             return Err(lost("not connected".into()));
         };
         self.busy = true;
-        super::connection::write_out(stream, payload)
+        crate::io::write_out(stream, payload)
             .await
             .map_err(|e| lost(e.to_string()))?;
         let mut replies = Vec::with_capacity(frames);

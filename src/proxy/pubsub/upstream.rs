@@ -121,7 +121,7 @@ async fn run(
                     out.extend_from_slice(PING);
                     waiting.push_back(done);
                 }
-                if crate::upstream::connection::write_out(&mut writer, &out).await.is_err() {
+                if crate::io::write_out(&mut writer, &out).await.is_err() {
                     break;
                 }
             }
