@@ -53,7 +53,7 @@ fn ordinary_work(proxy: &ProxyProcess, rounds: usize) -> Duration {
 #[test]
 fn the_proxy_stays_responsive_and_bounded_under_hostile_clients() {
     let cluster = Cluster::start(3, 0);
-    let proxy = ProxyProcess::launch(&cluster, "");
+    let proxy = ProxyProcess::launch(&cluster, "", "");
     ordinary_work(&proxy, 200);
     let idle_kb = proxy.rss_kb();
 

@@ -37,13 +37,7 @@ fn a_target_stalled_mid_batch_is_retried_with_replace_and_leaves_no_stale_copy()
     std::thread::sleep(Duration::from_millis(1200));
     target.signal("CONT");
 
-    let job = proxy.wait_job(&id, Duration::from_secs(60));
-    assert_eq!(job["state"], "completed", "{job}");
-    assert!(
-        cluster.open_slots().is_empty(),
-        "{:?}",
-        cluster.open_slots()
-    );
+    let job = proxy.wait_completed(&id, &cluster);
     let ioerrs = proxy.metric("slotproxy_migration_errors_total{kind=\"ioerr\"}");
     assert!(ioerrs >= 1.0, "the stall never hit a MIGRATE: {job}");
     check_keys(&mut con, &keys);

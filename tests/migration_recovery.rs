@@ -2,31 +2,19 @@
 //! slot left open by hand is repaired at start, and only the lease holder migrates.
 
 mod common;
-use common::{check_keys, free_port, keys_for_slots, write_keys, Cluster, ProxyProcess, TestProxy};
-use std::net::SocketAddr;
+use common::{check_keys, keys_for_slots, write_keys, Cluster, ProxyProcess, TestProxy};
 use std::time::{Duration, Instant};
 
 #[test]
 fn proxy_killed_mid_slot_finishes_the_job_after_restart() {
     let cluster = Cluster::start(3, 0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let config = dir.path().join("proxy.toml");
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("{s:?}")).collect();
-    std::fs::write(
-        &config,
-        format!(
-            "[proxy]\nlisten = \"{client}\"\n[admin]\nlisten = \"{admin}\"\n[cluster]\nseeds = [{}]\n\
-             [migration]\ndata_dir = {:?}\nmax_keys_per_second = 300\nbatch_keys = 5\nparallel_slots = 2\nlease_ttl_ms = 3000\n\
-             [log]\nlevel = \"warn\"\n",
-            seeds.join(", "),
-            dir.path().join("data").display().to_string(),
-        ),
-    )
-    .expect("write config");
-    let mut proxy = ProxyProcess::start(&config, client, admin);
-    let mut con = common::connect(&client.to_string());
+    let mut proxy = ProxyProcess::launch(
+        &cluster,
+        "",
+        "max_keys_per_second = 300\nbatch_keys = 5\nparallel_slots = 2\nlease_ttl_ms = 3000",
+    );
+    let admin = proxy.admin;
+    let mut con = common::connect(&proxy.client.to_string());
     let keys = keys_for_slots(0..=59, 30);
     write_keys(&mut con, &keys);
     let (source, target) = (&cluster.nodes[0], &cluster.nodes[2]);
@@ -45,7 +33,7 @@ fn proxy_killed_mid_slot_finishes_the_job_after_restart() {
     let open_after_kill = cluster.open_slots();
     eprintln!("open slots right after SIGKILL: {open_after_kill:?}");
 
-    let proxy = ProxyProcess::start(&config, client, admin);
+    proxy.start_again();
     let done = common::wait_job(proxy.admin, &id, Duration::from_secs(60));
     assert_eq!(done["state"], "completed", "{done}");
     assert!(

@@ -32,13 +32,7 @@ fn expiring_keys_stay_expired_and_ttls_survive_a_slot_move() {
 
     let (source, target) = (cluster.owner_of(0), &cluster.nodes[1]);
     let id = proxy.start_migration("0-49", source, target);
-    let job = proxy.wait_job(&id, Duration::from_secs(60));
-    assert_eq!(job["state"], "completed", "{job}");
-    assert!(
-        cluster.open_slots().is_empty(),
-        "{:?}",
-        cluster.open_slots()
-    );
+    let job = proxy.wait_completed(&id, &cluster);
     let moved_in = written.elapsed();
     assert!(
         moved_in > Duration::from_millis(1500),

@@ -155,8 +155,7 @@ fn the_proxy_talks_tls_to_nodes_that_require_client_certificates() {
     assert!(map.to_string().contains(&tls_port), "{map}");
     let (source, target) = (cluster.owner_of(0), &cluster.nodes[1]);
     let id = proxy.start_migration("0-99", source, target);
-    let job = proxy.wait_job(&id, Duration::from_secs(60));
-    assert_eq!(job["state"], "completed", "{job}");
+    proxy.wait_completed(&id, &cluster);
     common::check_keys(&mut con, &keys);
 }
 

@@ -532,6 +532,19 @@ impl TestProxy {
         wait_job(self.admin, id, timeout)
     }
 
+    /// Waits (up to 60 s) for job `id` to end, asserts it completed and left no slot open in
+    /// `cluster`, and returns it.
+    pub fn wait_completed(&self, id: &str, cluster: &Cluster) -> serde_json::Value {
+        let job = self.wait_job(id, Duration::from_secs(60));
+        assert_eq!(job["state"], "completed", "{job}");
+        assert!(
+            cluster.open_slots().is_empty(),
+            "{:?}",
+            cluster.open_slots()
+        );
+        job
+    }
+
     /// GET on the admin listener; returns (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path)
@@ -579,6 +592,7 @@ pub struct ProxyProcess {
     pub client: SocketAddr,
     /// Admin address.
     pub admin: SocketAddr,
+    config: std::path::PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -596,6 +610,7 @@ impl ProxyProcess {
             child,
             client,
             admin,
+            config: config.to_path_buf(),
             _dir: None,
         };
         wait_until(Duration::from_secs(20), "the proxy to be ready", || {
@@ -604,9 +619,9 @@ impl ProxyProcess {
         proxy
     }
 
-    /// Starts the binary in front of `cluster` on free ports, with `proxy_lines` added to the
-    /// `[proxy]` section of its config.
-    pub fn launch(cluster: &Cluster, proxy_lines: &str) -> ProxyProcess {
+    /// Starts the binary in front of `cluster` on free ports, with `proxy_lines` and
+    /// `migration_lines` added to the `[proxy]` and `[migration]` sections of its config.
+    pub fn launch(cluster: &Cluster, proxy_lines: &str, migration_lines: &str) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -616,7 +631,8 @@ impl ProxyProcess {
             &config,
             format!(
                 "[proxy]\nlisten = \"{client}\"\n{proxy_lines}\n[admin]\nlisten = \"{admin}\"\n\
-                 [cluster]\nseeds = [{}]\n[migration]\ndata_dir = {:?}\n[log]\nlevel = \"warn\"\n",
+                 [cluster]\nseeds = [{}]\n[migration]\ndata_dir = {:?}\n{migration_lines}\n\
+                 [log]\nlevel = \"warn\"\n",
                 seeds.join(", "),
                 dir.path().join("data").display().to_string(),
             ),
@@ -646,6 +662,12 @@ impl ProxyProcess {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
+    }
+
+    /// Starts the binary again with the same config and addresses (after [`Self::kill`]).
+    pub fn start_again(&mut self) {
+        let mut fresh = ProxyProcess::start(&self.config, self.client, self.admin);
+        std::mem::swap(&mut self.child, &mut fresh.child);
     }
 
     /// SIGKILL, and wait for the process to end.
