@@ -31,6 +31,7 @@ pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod failpoint;
 pub mod fuzzing;
 pub mod io;
 pub mod metrics;

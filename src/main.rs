@@ -4,6 +4,7 @@
 
 use clap::Parser;
 use slotproxy::config::{Config, Overrides};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,12 +58,16 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: journald, files and log shippers get plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if config.log.format == slotproxy::config::LogFormat::Json {
         logs.json().init();
     } else {
         logs.init();
     }
+    #[cfg(feature = "failpoints")]
+    let _failpoints = slotproxy::failpoint::setup();
     // Secrets print as "<redacted>" (see config::redact).
     tracing::debug!(?config, "configuration");
 

@@ -15,6 +15,7 @@
 use super::throttle::Throttle;
 use crate::cluster::Topology;
 use crate::config::split_host_port;
+use crate::failpoint::freeze_at;
 use crate::protocol::scan;
 use crate::upstream::control::{error_text, ControlConn};
 use crate::upstream::Settings;
@@ -322,6 +323,7 @@ impl MoveContext {
             moved += keys.len() as u64;
             self.metrics.migration_keys.inc_by(keys.len() as u64);
             on_batch(keys.len() as u64);
+            freeze_at("migration::mid_migrate").await;
         }
     }
 
@@ -348,6 +350,7 @@ impl MoveContext {
             }
             Err(text) => return Err(classify(&text, &to.addr, &[b"SETSLOT IMPORTING"])),
         }
+        freeze_at("migration::after_importing").await;
         tracing::debug!(source_node = %from.addr, "step 2: SETSLOT MIGRATING on the source");
         match self
             .setslot(conns, &from.addr, slot, b"MIGRATING", Some(&to.id))
@@ -364,6 +367,7 @@ impl MoveContext {
             }
             Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT MIGRATING"])),
         }
+        freeze_at("migration::after_migrating").await;
         tracing::debug!("step 3: MIGRATE the keys");
         let moved = self
             .drain_slot(conns, slot, &from.addr, &to.addr, false, on_batch)
@@ -392,7 +396,9 @@ impl MoveContext {
             b"NODE",
             to.id.as_bytes(),
         ];
+        freeze_at("migration::before_target_node").await;
         self.must(conns, &to.addr, &args).await?;
+        freeze_at("migration::after_target_node").await;
         match self
             .call(conns, &from.addr, &args, self.call_timeout)
             .await?
@@ -402,6 +408,7 @@ impl MoveContext {
             Err(text) if text.contains("only with masters") => {}
             Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT NODE"])),
         }
+        freeze_at("migration::after_source_node").await;
         for other in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
             // Others also learn it through gossip; a failure here is not worth stopping for.
             match self

@@ -5,6 +5,7 @@
 
 pub mod certs;
 pub mod relay;
+pub mod traffic;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -584,7 +585,7 @@ impl Drop for TestProxy {
 }
 
 /// The real binary with a config file, so that it can be SIGKILLed and started again and its
-/// memory read from /proc.
+/// memory read from /proc. Its log (stderr) goes to a file per start, read by [`Self::log`].
 pub struct ProxyProcess {
     /// The process.
     pub child: Child,
@@ -593,35 +594,25 @@ pub struct ProxyProcess {
     /// Admin address.
     pub admin: SocketAddr,
     config: std::path::PathBuf,
-    _dir: Option<tempfile::TempDir>,
+    dir: tempfile::TempDir,
+    starts: usize,
 }
 
 impl ProxyProcess {
-    /// Starts the binary with `config` and waits until it is ready.
-    pub fn start(config: &std::path::Path, client: SocketAddr, admin: SocketAddr) -> ProxyProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start slotproxy");
-        let proxy = ProxyProcess {
-            child,
-            client,
-            admin,
-            config: config.to_path_buf(),
-            _dir: None,
-        };
-        wait_until(Duration::from_secs(20), "the proxy to be ready", || {
-            TcpStream::connect(admin).is_ok() && http_get(admin, "/readyz").0 == 200
-        });
-        proxy
-    }
-
     /// Starts the binary in front of `cluster` on free ports, with `proxy_lines` and
     /// `migration_lines` added to the `[proxy]` and `[migration]` sections of its config.
     pub fn launch(cluster: &Cluster, proxy_lines: &str, migration_lines: &str) -> ProxyProcess {
+        Self::launch_with_env(cluster, proxy_lines, migration_lines, &[])
+    }
+
+    /// Like [`Self::launch`], with extra environment variables for this first start only
+    /// (e.g. `FAILPOINTS`); [`Self::start_again`] starts without them.
+    pub fn launch_with_env(
+        cluster: &Cluster,
+        proxy_lines: &str,
+        migration_lines: &str,
+        env: &[(&str, &str)],
+    ) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let client: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -638,9 +629,38 @@ impl ProxyProcess {
             ),
         )
         .expect("write config");
-        let mut proxy = ProxyProcess::start(&config, client, admin);
-        proxy._dir = Some(dir);
-        proxy
+        let log = dir.path().join("proxy-1.log");
+        let child = spawn_proxy_binary(&config, &log, admin, env);
+        ProxyProcess {
+            child,
+            client,
+            admin,
+            config,
+            dir,
+            starts: 1,
+        }
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join(format!("proxy-{}.log", self.starts))
+    }
+
+    /// What the current run has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Waits until the current run's log contains `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for the proxy to log {needle:?}; it logged:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Resident memory of the process, in KiB.
@@ -666,8 +686,8 @@ impl ProxyProcess {
 
     /// Starts the binary again with the same config and addresses (after [`Self::kill`]).
     pub fn start_again(&mut self) {
-        let mut fresh = ProxyProcess::start(&self.config, self.client, self.admin);
-        std::mem::swap(&mut self.child, &mut fresh.child);
+        self.starts += 1;
+        self.child = spawn_proxy_binary(&self.config, &self.log_path(), self.admin, &[]);
     }
 
     /// SIGKILL, and wait for the process to end.
@@ -675,6 +695,35 @@ impl ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the slotproxy binary with `config`, its stderr in `log`, and waits until `admin`
+/// answers `/readyz`.
+fn spawn_proxy_binary(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    admin: SocketAddr,
+    env: &[(&str, &str)],
+) -> Child {
+    let log = std::fs::File::create(log).expect("proxy log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_slotproxy"))
+        .arg("--config")
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start slotproxy");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(TcpStream::connect(admin).is_ok() && http_get(admin, "/readyz").0 == 200) {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the proxy did not get ready (config {})", config.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for ProxyProcess {
@@ -892,12 +941,21 @@ impl Cluster {
 
 /// Keys (no hash tags) spread over `slots`, `per_slot` in each.
 pub fn keys_for_slots(slots: std::ops::RangeInclusive<u16>, per_slot: usize) -> Vec<String> {
+    keys_for_slots_named("mk", slots, per_slot)
+}
+
+/// Keys `prefix:N` (no hash tags) spread over `slots`, `per_slot` in each.
+pub fn keys_for_slots_named(
+    prefix: &str,
+    slots: std::ops::RangeInclusive<u16>,
+    per_slot: usize,
+) -> Vec<String> {
     let mut counts = std::collections::HashMap::<u16, usize>::new();
     let mut keys = Vec::new();
     let want = (slots.end() - slots.start() + 1) as usize * per_slot;
     let mut n = 0u64;
     while keys.len() < want && n < 50_000_000 {
-        let key = format!("mk:{n}");
+        let key = format!("{prefix}:{n}");
         let slot = slotproxy::cluster::key_slot(key.as_bytes());
         if slots.contains(&slot) {
             let c = counts.entry(slot).or_default();
