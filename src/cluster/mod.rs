@@ -4,6 +4,7 @@
 pub mod nodes;
 pub mod slot;
 pub mod slot_map;
+pub mod succession;
 pub mod topology;
 
 pub use slot::key_slot;

@@ -21,6 +21,9 @@ pub struct Node {
     pub addr: String,
 }
 
+/// One shard of `CLUSTER SHARDS`: every node id in it, and its healthy master's id.
+pub type ShardMembers = (Vec<String>, Option<String>);
+
 /// Owner per slot plus the masters.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SlotMap {
@@ -84,6 +87,19 @@ impl SlotMap {
         let index = map.node_index(addr, "");
         if let Some(owner) = map.owners.get_mut(slot as usize) {
             *owner = index;
+        }
+        map
+    }
+
+    /// A map of `(id, addr, slots)` owners, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(owners: &[(&str, &str, std::ops::Range<u16>)]) -> SlotMap {
+        let mut map = SlotMap::empty();
+        for (id, addr, range) in owners {
+            let index = map.node_index(addr, id);
+            for slot in range.clone() {
+                map.owners[slot as usize] = index;
+            }
         }
         map
     }
@@ -152,6 +168,33 @@ impl SlotMap {
             }
         }
         Ok(map)
+    }
+
+    /// The shards of a raw `CLUSTER SHARDS` reply as (every node id in the shard, the id of
+    /// its healthy master if it has one): after a failover, the failed master and the
+    /// promoted replica stay in one shard, which is how a job finds where its target went.
+    pub fn shard_members(raw: &Bytes) -> Result<Vec<ShardMembers>, String> {
+        let BytesFrame::Array(shards) = decode(raw)? else {
+            return Err(error_text(raw));
+        };
+        let mut out = Vec::new();
+        for shard in &shards {
+            let fields = FieldMap::new(shard);
+            let Some(BytesFrame::Array(nodes)) = fields.get("nodes") else {
+                continue;
+            };
+            let nodes: Vec<FieldMap> = nodes.iter().map(FieldMap::new).collect();
+            let ids = nodes
+                .iter()
+                .filter_map(|n| n.str("id").map(str::to_string))
+                .collect();
+            let master = nodes
+                .iter()
+                .find(|n| n.str("role") == Some("master") && n.str("health") == Some("online"))
+                .and_then(|n| n.str("id").map(str::to_string));
+            out.push((ids, master));
+        }
+        Ok(out)
     }
 
     /// Parses a raw `CLUSTER SLOTS` reply (servers before Redis 7).

@@ -101,6 +101,8 @@ pub struct Topology {
     metrics: Arc<Metrics>,
     refresh_interval: Duration,
     query_timeout: Duration,
+    /// Masters seen replaced by another one taking all their slots (failovers).
+    successions: Mutex<super::succession::Successions>,
 }
 
 impl Topology {
@@ -122,7 +124,17 @@ impl Topology {
             metrics,
             refresh_interval: Duration::from_millis(config.refresh_interval_ms),
             query_timeout: config.request_timeout().max(Duration::from_secs(1)),
+            successions: Mutex::new(Default::default()),
         })
+    }
+
+    /// The master that took over all slots of master `id` after it left the map (a
+    /// failover this proxy saw), following chains of failovers.
+    pub fn successor_of(&self, id: &str) -> Option<String> {
+        self.successions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .successor_of(id)
     }
 
     /// The current snapshot, or `None` before the first successful load.
@@ -349,6 +361,16 @@ impl Topology {
         {
             let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
             registry.retain(|addr, _| map.nodes.iter().any(|n| &n.addr == addr));
+        }
+        if let Some(previous) = self.snapshot() {
+            let mut successions = self.successions.lock().unwrap_or_else(|e| e.into_inner());
+            for (gone, heir) in successions.observe(&previous.map, &map) {
+                tracing::warn!(
+                    gone = %gone,
+                    successor = %heir,
+                    "a master left the slot map and another took all its slots (a failover)"
+                );
+            }
         }
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         tracing::info!(

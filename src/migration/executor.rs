@@ -39,14 +39,17 @@ pub enum MoveError {
     /// A node is unreachable, busy, out of memory…: the slot stays open and the move can be
     /// run again later.
     Retry(String),
-    /// The move makes no sense any more (the source lost the slot to a third node…).
+    /// The move makes no sense (a node answers something no retry changes).
     Fatal(String),
+    /// The cluster changed under the move: a failover made the source or the target a
+    /// replica, or another node owns the slot now. The job stops and the slot is repaired.
+    Changed(String),
 }
 
 impl std::fmt::Display for MoveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MoveError::Retry(m) | MoveError::Fatal(m) => f.write_str(m),
+            MoveError::Retry(m) | MoveError::Fatal(m) | MoveError::Changed(m) => f.write_str(m),
         }
     }
 }
@@ -327,7 +330,8 @@ impl MoveContext {
         }
     }
 
-    /// Runs the whole protocol for one slot; returns the keys moved.
+    /// Runs the whole protocol for one slot; returns the keys moved. An error is
+    /// [`MoveError::Changed`] when either end is no longer the master it was.
     pub async fn move_slot(
         &self,
         conns: &mut Conns,
@@ -337,6 +341,27 @@ impl MoveContext {
         others: &[Endpoint],
         on_batch: &mut (dyn FnMut(u64) + Send),
     ) -> Result<u64, MoveError> {
+        match self
+            .move_slot_steps(conns, slot, from, to, others, on_batch)
+            .await
+        {
+            Ok(keys) => Ok(keys),
+            Err(e) => Err(self.explain(conns, e, from, to).await),
+        }
+    }
+
+    async fn move_slot_steps(
+        &self,
+        conns: &mut Conns,
+        slot: u16,
+        from: &Endpoint,
+        to: &Endpoint,
+        others: &[Endpoint],
+        on_batch: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<u64, MoveError> {
+        // A failover between two slots must not go unnoticed: both ends still masters?
+        self.ensure_master(conns, from).await?;
+        self.ensure_master(conns, to).await?;
         tracing::debug!(target_node = %to.addr, "step 1: SETSLOT IMPORTING on the target");
         match self
             .setslot(conns, &to.addr, slot, b"IMPORTING", Some(&from.id))
@@ -357,14 +382,7 @@ impl MoveContext {
             .await?
         {
             Ok(_) => {}
-            Err(text) if text.contains("not the owner") => {
-                // Nothing moved: close the target's side again.
-                let _ = self.setslot(conns, &to.addr, slot, b"STABLE", None).await;
-                return Err(MoveError::Fatal(format!(
-                    "slot {slot}: {} no longer owns it ({text})",
-                    from.addr
-                )));
-            }
+            // "I'm not the owner" is a change (see classify): the repair closes the target.
             Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT MIGRATING"])),
         }
         freeze_at("migration::after_migrating").await;
@@ -404,8 +422,17 @@ impl MoveContext {
             .await?
         {
             Ok(_) => {}
-            // The source lost its last slot and turned into a replica of the target.
-            Err(text) if text.contains("only with masters") => {}
+            // The source lost its last slot and turned into a replica of the target; a
+            // replica of anyone else means a failover happened.
+            Err(text) if text.contains("only with masters") => {
+                let (me, _) = self.node_view(conns, &from.addr).await?;
+                if me.master_id.as_deref() != Some(to.id.as_str()) {
+                    return Err(MoveError::Changed(format!(
+                        "{}: SETSLOT NODE: {text} (a failover: it is a replica, not of the target)",
+                        from.addr
+                    )));
+                }
+            }
             Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT NODE"])),
         }
         freeze_at("migration::after_source_node").await;
@@ -439,6 +466,9 @@ fn classify(text: &str, addr: &str, args: &[&[u8]]) -> MoveError {
         .collect::<Vec<_>>()
         .join(" ");
     let message = format!("{addr}: {what}: {text}");
+    if super::roles::means_changed(text) {
+        return MoveError::Changed(message);
+    }
     let transient = [
         "OOM",
         "READONLY",
@@ -449,6 +479,8 @@ fn classify(text: &str, addr: &str, args: &[&[u8]]) -> MoveError {
         "BUSY",
         "MISCONF",
         "IOERR",
+        // A node whose gossip has not caught up with a failover yet.
+        "Target node is not a master",
     ];
     if transient
         .iter()

@@ -8,5 +8,6 @@ pub mod lease;
 pub mod planner;
 pub mod ranges;
 pub mod recovery;
+pub mod roles;
 pub mod service;
 pub mod throttle;

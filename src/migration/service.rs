@@ -379,6 +379,9 @@ impl Migrations {
             drop(p);
             return Err(e.into());
         }
+        for note in super::roles::follow_failovers(self, &job).await {
+            job.note_error(note);
+        }
         tokio::spawn(self.clone().run(job.clone()));
         Ok(job)
     }
@@ -537,9 +540,16 @@ impl Migrations {
             let result =
                 tracing::Instrument::instrument(self.move_with_retries(&mut conns, &job, &m), span)
                     .await;
+            if let Err(MoveError::Changed(message)) = result {
+                job.lock().in_flight.retain(|x| x != &m);
+                self.stop_for_change(&mut conns, &job, &m, message).await;
+                self.save(&job, false);
+                self.publish();
+                continue;
+            }
             let mut p = job.lock();
             p.in_flight.retain(|x| x != &m);
-            match result {
+            match &result {
                 Ok(_) => {
                     p.slots_done += 1;
                     p.run_slots += 1;
@@ -557,6 +567,8 @@ impl Migrations {
                     job.note_error(format!("slot {} skipped: {message}", m.slot));
                     p = job.lock();
                 }
+                // Handled above.
+                Err(MoveError::Changed(_)) => {}
                 Err(MoveError::Retry(message)) => {
                     self.ctx
                         .metrics
@@ -575,6 +587,48 @@ impl Migrations {
             self.save(&job, false);
             self.publish();
         }
+    }
+
+    /// The cluster changed under the move of `m` (a failover): the job stops, and the slot is
+    /// repaired so that every key is served by the current owner again.
+    async fn stop_for_change(
+        &self,
+        conns: &mut Conns,
+        job: &Arc<Job>,
+        m: &SlotMove,
+        message: String,
+    ) {
+        self.ctx
+            .metrics
+            .migration_errors
+            .with_label_values(&["changed"])
+            .inc();
+        job.lock().halted = true;
+        job.note_error(format!("slot {}: the cluster changed: {message}", m.slot));
+        let repaired = super::recovery::repair_slot(self, conns, m.slot).await;
+        let mut p = job.lock();
+        let reason = match repaired {
+            Ok(notes) => {
+                // Not moved: a resume moves it again, from the current owner.
+                p.queue.push_front(m.clone());
+                format!(
+                    "slot {}: the cluster changed under the move: {message}; the job stopped \
+                     and the slot was repaired ({}); resume moves the remaining slots from the \
+                     current masters",
+                    m.slot,
+                    notes.join("; ")
+                )
+            }
+            Err(e) => {
+                p.open.push(m.clone());
+                format!(
+                    "slot {}: the cluster changed under the move: {message}; the job stopped, \
+                     and repairing the slot failed: {e}",
+                    m.slot
+                )
+            }
+        };
+        p.reason = Some(reason);
     }
 
     async fn move_with_retries(
@@ -631,7 +685,9 @@ impl Migrations {
         let all = masters(&snapshot);
         let find = |id: &str| {
             all.iter().find(|e| e.id == id).cloned().ok_or_else(|| {
-                MoveError::Retry(format!("node {id} is not a master in the slot map"))
+                MoveError::Changed(format!(
+                    "node {id} is no longer a master in the slot map (a failover, or it left)"
+                ))
             })
         };
         Ok((find(&m.from)?, find(&m.to)?, all.clone()))

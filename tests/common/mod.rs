@@ -85,6 +85,27 @@ impl Node {
         assert!(status.success(), "kill -{signal} {}", self.child.id());
     }
 
+    /// True when the node answers and is a master now (`ROLE`).
+    pub fn is_master(&self) -> bool {
+        let role = redis::Client::open(format!("redis://{}/", self.addr()))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .and_then(|mut c| redis::cmd("ROLE").query::<redis::Value>(&mut c));
+        matches!(role, Ok(redis::Value::Array(ref parts))
+            if matches!(parts.first(), Some(redis::Value::BulkString(r)) if r == b"master"))
+    }
+
+    /// Runs a command on this node; `None` when it does not answer (a killed node).
+    pub fn try_cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> Option<T> {
+        let mut con = redis::Client::open(format!("redis://{}/", self.addr()))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .ok()?;
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(&mut con).ok()
+    }
+
     /// Runs a command on this node and returns its reply.
     pub fn cmd<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut cmd = redis::cmd(args[0]);
@@ -213,9 +234,12 @@ impl Standalone {
 /// A Redis Cluster of real processes.
 pub struct Cluster {
     dir_path: std::path::PathBuf,
-    /// Masters owning slots, then spare masters without slots.
+    /// Masters owning slots, then spare masters without slots, then the replicas (one per
+    /// slot-owning master, in master order) when started with [`Cluster::start_replicated`].
+    /// Roles change with failovers; indices do not.
     pub nodes: Vec<Node>,
     masters: usize,
+    spares: usize,
     _dir: tempfile::TempDir,
 }
 
@@ -229,6 +253,44 @@ impl Cluster {
     /// the cluster bus over TLS; the tests keep using the plain ports.
     pub fn start_tls(masters: usize, certs: &certs::Certs) -> Cluster {
         Self::start_with(masters, 0, Some(certs))
+    }
+
+    /// `masters` masters sharing the slots evenly, each with one replica.
+    pub fn start_replicated(masters: usize) -> Cluster {
+        let cluster = Self::start_with(masters, 0, None);
+        let mut cluster = cluster;
+        for i in 0..masters {
+            let replica = spawn_server(&cluster.dir_path, free_port(), true);
+            let port = replica.port.to_string();
+            let _: () = cluster.nodes[0].cmd(&["CLUSTER", "MEET", "127.0.0.1", &port]);
+            cluster.nodes.push(replica);
+            let master_id = cluster.nodes[i].id.clone();
+            let replica = cluster.nodes.last().expect("replica");
+            wait_until(
+                Duration::from_secs(20),
+                "the replica to learn its master",
+                || {
+                    redis::cmd("CLUSTER")
+                        .arg("REPLICATE")
+                        .arg(&master_id)
+                        .query::<()>(&mut replica.conn())
+                        .is_ok()
+                },
+            );
+        }
+        for replica in &cluster.nodes[masters..] {
+            wait_until(Duration::from_secs(30), "the replica to sync", || {
+                let info: String = replica.cmd(&["INFO", "replication"]);
+                info.contains("master_link_status:up")
+            });
+        }
+        cluster.wait_consistent();
+        cluster
+    }
+
+    /// The replica started for master `index` by [`Cluster::start_replicated`].
+    pub fn replica_of(&self, index: usize) -> &Node {
+        &self.nodes[self.masters + self.spares + index]
     }
 
     fn start_with(masters: usize, spares: usize, tls: Option<&certs::Certs>) -> Cluster {
@@ -250,6 +312,7 @@ impl Cluster {
             dir_path: dir.path().to_path_buf(),
             nodes,
             masters,
+            spares,
             _dir: dir,
         };
         cluster.wait_consistent();
@@ -870,11 +933,14 @@ pub fn wait_job(admin: SocketAddr, id: &str, timeout: Duration) -> serde_json::V
 }
 
 impl Cluster {
-    /// Slots with a MIGRATING/IMPORTING marker on any node (from each node's own view).
+    /// Slots with a MIGRATING/IMPORTING marker on any node that answers (from each node's
+    /// own view).
     pub fn open_slots(&self) -> Vec<String> {
         let mut open = Vec::new();
         for node in &self.nodes {
-            let text: String = node.cmd(&["CLUSTER", "NODES"]);
+            let Some(text) = node.try_cmd::<String>(&["CLUSTER", "NODES"]) else {
+                continue;
+            };
             for line in text.lines().filter(|l| l.contains("myself")) {
                 open.extend(
                     line.split_whitespace()
@@ -926,9 +992,13 @@ impl Cluster {
         (clean, text)
     }
 
-    /// Total keys over all nodes (DBSIZE of each).
+    /// Total keys over all masters (DBSIZE of each; replicas hold copies).
     pub fn total_keys(&self) -> i64 {
-        self.nodes.iter().map(|n| n.cmd::<i64>(&["DBSIZE"])).sum()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_master())
+            .map(|n| n.cmd::<i64>(&["DBSIZE"]))
+            .sum()
     }
 }
 

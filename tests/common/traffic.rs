@@ -28,6 +28,8 @@ pub struct Report {
     pub values: BTreeMap<String, Option<String>>,
     /// Commands sent.
     pub commands: u64,
+    /// Each round (INCR, SET, GET): when it started and how long it took.
+    pub rounds: Vec<(Instant, Duration)>,
     /// When the client started and stopped.
     pub span: (Option<Instant>, Option<Instant>),
 }
@@ -97,6 +99,7 @@ fn run(addr: SocketAddr, counters: &[String], keys: &[String], stop: &AtomicBool
             io
         };
         let mut reconnect = false;
+        let started = Instant::now();
         match redis::cmd("INCR").arg(counter).query::<i64>(c) {
             Ok(_) => *report.incrs.entry(counter.clone()).or_default() += 1,
             Err(e) => {
@@ -121,6 +124,7 @@ fn run(addr: SocketAddr, counters: &[String], keys: &[String], stop: &AtomicBool
                 reconnect |= failed(e, format!("SET {key}"));
             }
         }
+        report.rounds.push((started, started.elapsed()));
         if reconnect {
             con = connect(addr);
         }
@@ -133,22 +137,37 @@ fn run(addr: SocketAddr, counters: &[String], keys: &[String], stop: &AtomicBool
 impl Report {
     /// Asserts that every acknowledged INCR and SET is in the data, read through `con`.
     pub fn verify(&self, con: &mut redis::Connection) {
+        let wrong = self.mismatches(con);
+        assert!(wrong.is_empty(), "acknowledged writes missing: {wrong:?}");
+    }
+
+    /// Acknowledged INCRs and SETs that the data does not show, as (key, what is wrong).
+    pub fn mismatches(&self, con: &mut redis::Connection) -> Vec<(String, String)> {
+        let mut wrong = Vec::new();
         for (counter, count) in &self.incrs {
             if self.unsure_counters.contains(counter) {
                 continue;
             }
-            let value: i64 = redis::cmd("GET")
+            let value: Option<i64> = redis::cmd("GET")
                 .arg(counter)
                 .query(con)
                 .expect("GET counter");
-            assert_eq!(value, *count, "{counter}: acknowledged INCRs");
+            if value != Some(*count) {
+                wrong.push((
+                    counter.clone(),
+                    format!("{count} INCRs acknowledged, value {value:?}"),
+                ));
+            }
         }
         for (key, value) in &self.values {
             if let Some(value) = value {
                 let got: Option<String> = redis::cmd("GET").arg(key).query(con).expect("GET");
-                assert_eq!(got.as_deref(), Some(value.as_str()), "{key}: last write");
+                if got.as_deref() != Some(value.as_str()) {
+                    wrong.push((key.clone(), format!("last write {value}, value {got:?}")));
+                }
             }
         }
+        wrong
     }
 
     /// Keys this client created (counters and keys it wrote at least once).
@@ -160,6 +179,26 @@ impl Report {
             .collect::<std::collections::BTreeSet<_>>()
             .len();
         counters + self.values.len()
+    }
+
+    /// The key each error was about (errors not about a key are left out).
+    pub fn error_keys(&self) -> Vec<(Instant, String)> {
+        self.errors
+            .iter()
+            .filter_map(|(at, e)| {
+                let key = e.split_whitespace().nth(1)?.trim_end_matches(':');
+                Some((*at, key.to_string()))
+            })
+            .collect()
+    }
+
+    /// The slowest round.
+    pub fn slowest(&self) -> Duration {
+        self.rounds
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
     }
 
     /// The first errors, for assertion messages.

@@ -1,0 +1,216 @@
+//! Noticing that the cluster changed under a slot move: a failover turned the source or the
+//! target into a replica, or another node took the slot.
+//!
+//! A move must never go on against a node that is no longer the master it started with: the
+//! keys it sends would land on a replica's former shard, and `SETSLOT NODE` could hand a slot
+//! to the wrong owner. So the executor checks both ends before each slot, and every reply
+//! that means "I am not who you think" (`MOVED`, `Please use SETSLOT only with masters`, …)
+//! becomes [`MoveError::Changed`], which stops the job and repairs the slot instead of
+//! retrying or skipping it.
+
+use super::executor::{Conns, Endpoint, MoveContext, MoveError};
+use super::job::{Job, SlotMove};
+use super::service::Migrations;
+use crate::cluster::nodes::{self, NodeLine};
+use crate::cluster::topology::RefreshCause;
+use crate::cluster::SlotMap;
+use crate::protocol::scan;
+
+/// Error replies that mean the node is not (or no longer) the master the move talks to.
+pub fn means_changed(text: &str) -> bool {
+    text.starts_with("MOVED")
+        || text.starts_with("ASK ")
+        || text.contains("only with masters")
+        || text.contains("I'm not the owner")
+        || text.contains("not the owner of hash slot")
+        || text.contains("I'm not a master")
+}
+
+impl MoveContext {
+    /// The node's own `CLUSTER NODES` view: its `myself` line and every other line.
+    pub async fn node_view(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+    ) -> Result<(NodeLine, Vec<NodeLine>), MoveError> {
+        let reply = self
+            .call(conns, addr, &[b"CLUSTER", b"NODES"], self.call_timeout)
+            .await?
+            .map_err(|e| MoveError::Retry(format!("{addr}: CLUSTER NODES: {e}")))?;
+        let text = scan::string(&reply)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .ok_or_else(|| MoveError::Retry(format!("{addr}: odd CLUSTER NODES reply")))?;
+        let lines = nodes::parse(&text).map_err(MoveError::Retry)?;
+        let me = nodes::myself(&lines)
+            .cloned()
+            .ok_or_else(|| MoveError::Retry(format!("{addr}: no myself line")))?;
+        Ok((me, lines))
+    }
+
+    /// `Ok` when `node` still is a master (`ROLE`); [`MoveError::Changed`] naming its master
+    /// when a failover made it a replica.
+    pub async fn ensure_master(&self, conns: &mut Conns, node: &Endpoint) -> Result<(), MoveError> {
+        let reply = self
+            .call(conns, &node.addr, &[b"ROLE"], self.call_timeout)
+            .await?
+            .map_err(|e| MoveError::Retry(format!("{}: ROLE: {e}", node.addr)))?;
+        let parts = scan::array_elements(&reply).unwrap_or_default();
+        let field = |i: usize| {
+            parts
+                .get(i)
+                .and_then(|p| scan::string(p).map(|s| String::from_utf8_lossy(s).into_owned()))
+                .unwrap_or_default()
+        };
+        match field(0).as_str() {
+            "master" => Ok(()),
+            "slave" => {
+                let port = parts.get(2).and_then(|p| scan::integer(p)).unwrap_or(0);
+                Err(MoveError::Changed(format!(
+                    "{} is now a replica of {}:{port} (a failover)",
+                    node.addr,
+                    field(1)
+                )))
+            }
+            other => Err(MoveError::Retry(format!(
+                "{}: ROLE says {other:?}",
+                node.addr
+            ))),
+        }
+    }
+
+    /// Turns an error into [`MoveError::Changed`] when one end of the move is no longer the
+    /// master it was, saying so (the error itself may only say "connection refused" or
+    /// "MOVED").
+    pub async fn explain(
+        &self,
+        conns: &mut Conns,
+        error: MoveError,
+        from: &Endpoint,
+        to: &Endpoint,
+    ) -> MoveError {
+        for node in [from, to] {
+            if let Err(MoveError::Changed(why)) = self.ensure_master(conns, node).await {
+                return MoveError::Changed(format!("{why}; stopped on: {error}"));
+            }
+        }
+        error
+    }
+}
+
+/// (which end, old node, new node) of a move rewritten by [`follow_failovers`].
+type Change = (&'static str, String, String);
+
+/// Before a stopped job runs again: moves whose source is no longer a master start from the
+/// slot's current owner, and moves whose target a failover made a replica go to that
+/// replica's master. Moves whose slot already sits on its target count as done. Returns what
+/// changed, for the job's error list.
+pub async fn follow_failovers(service: &Migrations, job: &Job) -> Vec<String> {
+    let _ = service.topology.refresh(RefreshCause::Admin).await;
+    let Some(snapshot) = service.topology.snapshot() else {
+        return Vec::new();
+    };
+    let mut conns = Conns::new(service.ctx.settings.clone());
+    let mut shards = None;
+    for node in &snapshot.map.nodes {
+        let reply = service
+            .ctx
+            .call(
+                &mut conns,
+                &node.addr,
+                &[b"CLUSTER", b"SHARDS"],
+                service.ctx.call_timeout,
+            )
+            .await;
+        if let Ok(Ok(raw)) = reply {
+            if let Ok(parsed) = SlotMap::shard_members(&raw) {
+                shards = Some(parsed);
+                break;
+            }
+        }
+    }
+    let Some(shards) = shards else {
+        return Vec::new();
+    };
+    // Every node the job names, asked about itself (maps read from a node whose gossip lags
+    // may still show a failed-over master as one): `None` for a node that still is a master,
+    // `Some(new master)` for one replaced by a failover.
+    let mut ids: Vec<String> = {
+        let p = job.lock();
+        p.queue
+            .iter()
+            .flat_map(|m| [m.from.clone(), m.to.clone()])
+            .collect()
+    };
+    ids.sort();
+    ids.dedup();
+    let mut replaced: std::collections::HashMap<String, Option<String>> = Default::default();
+    for id in ids {
+        let addr = snapshot
+            .map
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.addr.clone());
+        let answer = match addr {
+            Some(addr) => service.ctx.node_view(&mut conns, &addr).await.ok(),
+            None => None,
+        };
+        let replacement = match answer {
+            Some((me, _)) if me.id == id && me.is_master() => None,
+            Some((me, _)) if me.id == id => me.master_id.clone(),
+            // Gone or unreachable: whoever took its slots, or the master of its shard.
+            _ => service.topology.successor_of(&id).or_else(|| {
+                shards
+                    .iter()
+                    .find(|(members, _)| members.iter().any(|m| m == &id))
+                    .and_then(|(_, master)| master.clone())
+                    .filter(|master| master != &id)
+            }),
+        };
+        replaced.insert(id, replacement);
+    }
+    let replacement = |id: &str| replaced.get(id).cloned().flatten();
+    // (what changed, old node, new node) → slots, for one note per change.
+    let mut changes: Vec<(Change, Vec<u16>)> = Vec::new();
+    let mut note = |what: &'static str, old: &str, new: &str, slot: u16| {
+        let key = (what, old.to_string(), new.to_string());
+        match changes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, slots)) => slots.push(slot),
+            None => changes.push((key, vec![slot])),
+        }
+    };
+    let mut p = job.lock();
+    let moves: Vec<SlotMove> = p.queue.drain(..).collect();
+    for mut m in moves {
+        if let Some(master) = replacement(&m.to) {
+            note("target", &m.to, &master, m.slot);
+            m.to = master;
+        }
+        if let Some(master) = replacement(&m.from) {
+            note("source", &m.from, &master, m.slot);
+            m.from = master;
+        }
+        if m.from == m.to {
+            p.slots_done += 1;
+            continue;
+        }
+        p.queue.push_back(m);
+    }
+    drop(p);
+    changes
+        .into_iter()
+        .map(|((what, old, new), slots)| {
+            let slots = super::ranges::format(&slots);
+            match what {
+                "target" => format!(
+                    "slots {slots}: target {old} is no longer a master; they go to {new}, \
+                     which took over from it"
+                ),
+                _ => format!(
+                    "slots {slots}: source {old} is no longer a master; they move from {new}, \
+                     which took over from it"
+                ),
+            }
+        })
+        .collect()
+}
