@@ -213,6 +213,12 @@ pub struct MigrationSection {
     /// At start, an open slot no journal explains is repaired only if it stays unchanged
     /// this long (it may be another tool's migration in progress).
     pub repair_grace_ms: u64,
+    /// Keys whose `MEMORY USAGE` is above this many bytes are moved alone, after an estimate
+    /// of how long `MIGRATE` will block their nodes.
+    pub big_key_bytes: u64,
+    /// The longest one key may block its two nodes (ms); a key estimated above it pauses the
+    /// job. Capped at 3/4 of the source's `cluster-node-timeout`.
+    pub max_key_block_ms: u64,
 }
 
 impl Default for MigrationSection {
@@ -226,6 +232,8 @@ impl Default for MigrationSection {
             lease_ttl_ms: 15_000,
             history: 100,
             repair_grace_ms: 10_000,
+            big_key_bytes: 8 * 1024 * 1024,
+            max_key_block_ms: 2000,
         }
     }
 }
@@ -561,6 +569,15 @@ impl Config {
         }
         if m.data_dir.as_os_str().is_empty() {
             return Err(("migration.data_dir", "must name a directory".into()));
+        }
+        if m.big_key_bytes == 0 {
+            return Err(("migration.big_key_bytes", "must be greater than 0".into()));
+        }
+        if m.max_key_block_ms == 0 {
+            return Err((
+                "migration.max_key_block_ms",
+                "must be greater than 0".into(),
+            ));
         }
         let positive: [(&'static str, u64); 8] = [
             ("proxy.max_clients", p.max_clients as u64),

@@ -225,6 +225,9 @@ fn start_migrations(
         call_timeout: config.cluster.request_timeout().max(Duration::from_secs(1)),
         throttle: Arc::new(migration::throttle::Throttle::new(m.max_keys_per_second)),
         metrics,
+        big_key_bytes: m.big_key_bytes,
+        max_key_block: Duration::from_millis(m.max_key_block_ms),
+        costs: Default::default(),
     });
     Ok(migration::service::Migrations::new(
         ctx,

@@ -25,6 +25,25 @@ fn spread_keys(prefix: &str, per_master: usize) -> Vec<String> {
     keys
 }
 
+/// `CLUSTER FAILOVER` on `replica` until it is a master: on a loaded machine a manual
+/// failover can time out (Redis gives it 5 s) and leave the old master in charge.
+fn hand_over(replica: &common::Node) -> Instant {
+    for _ in 0..3 {
+        let _: () = replica.cmd(&["CLUSTER", "FAILOVER"]);
+        let deadline = Instant::now() + Duration::from_secs(12);
+        while Instant::now() < deadline {
+            if replica.is_master() {
+                return Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!(
+        "{} did not take over after three CLUSTER FAILOVERs",
+        replica.addr()
+    );
+}
+
 fn wait_promoted(cluster: &Cluster, replica: usize, timeout: Duration) -> Instant {
     common::wait_until(timeout, "the replica to become master", || {
         cluster.nodes[replica].is_master()
@@ -35,17 +54,12 @@ fn wait_promoted(cluster: &Cluster, replica: usize, timeout: Duration) -> Instan
 #[test]
 fn a_manual_failover_is_followed_without_client_errors() {
     let cluster = Cluster::start_replicated(3);
-    let proxy = TestProxy::start(&cluster);
+    // A manual failover pauses writes on the old master until it is over (at most 10 s).
+    let proxy = TestProxy::start_with(&cluster, |c| c.cluster.request_timeout_ms = 12_000);
     let traffic = Traffic::start(proxy.addr, spread_keys("ctr", 8), spread_keys("w", 40));
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
-    let _: () = cluster.replica_of(0).cmd(&["CLUSTER", "FAILOVER"]);
-    let replica = cluster
-        .nodes
-        .iter()
-        .position(|n| n.port == cluster.replica_of(0).port)
-        .expect("replica index");
-    let promoted = wait_promoted(&cluster, replica, Duration::from_secs(20));
+    let promoted = hand_over(cluster.replica_of(0));
     std::thread::sleep(Duration::from_secs(2));
     let report = traffic.stop();
     assert!(
@@ -145,7 +159,8 @@ fn a_killed_master_fails_over_and_only_its_slots_error_while_it_is_down() {
         .expect("SET on the promoted replica");
 }
 
-/// A slow job moving slots 0-19 from master 0 to master 1 with clients writing to those
+/// A slow job (about 12 s, so that a manual failover that times out once under load still
+/// lands while it runs) moving slots 0-59 from master 0 to master 1 with clients writing to those
 /// slots, stopped (by the caller) after its first few slots.
 struct MidJob {
     proxy: TestProxy,
@@ -158,19 +173,24 @@ struct MidJob {
 impl MidJob {
     fn start(cluster: &Cluster) -> MidJob {
         let proxy = TestProxy::start_with(cluster, |c| {
-            c.migration.max_keys_per_second = 150;
+            // A manual failover pauses writes on the old master for up to 5 s (Redis'
+            // CLUSTER_MF_TIMEOUT), the lease renewal among them, if the lease lives there.
+            c.migration.lease_ttl_ms = 15_000;
+            // The same pause holds clients' writes; Redis lifts it after at most 10 s.
+            c.cluster.request_timeout_ms = 12_000;
+            c.migration.max_keys_per_second = 110;
             c.migration.batch_keys = 5;
             c.migration.parallel_slots = 1;
         });
         let mut con = proxy.conn();
-        let keys = common::keys_for_slots(0..=19, 20);
+        let keys = common::keys_for_slots(0..=59, 20);
         common::write_keys(&mut con, &keys);
         let traffic = Traffic::start(
             proxy.addr,
-            keys_for_slots_named("ctr", 0..=19, 1),
-            keys_for_slots_named("w", 0..=19, 3),
+            keys_for_slots_named("ctr", 0..=59, 1),
+            keys_for_slots_named("w", 0..=59, 1),
         );
-        let id = proxy.start_migration("0-19", &cluster.nodes[0], &cluster.nodes[1]);
+        let id = proxy.start_migration("0-59", &cluster.nodes[0], &cluster.nodes[1]);
         common::wait_until(Duration::from_secs(30), "a few slots to move", || {
             let (_, job) = proxy.admin_json(&format!("/migrations/{id}"));
             job["slots_done"].as_u64().unwrap_or(0) >= 3
@@ -197,7 +217,7 @@ fn a_failover_of_the_source_mid_job_stops_the_job_and_repairs_the_slot() {
     } = MidJob::start(&cluster);
     let target = &cluster.nodes[1];
     let new_master = cluster.replica_of(0);
-    let _: () = new_master.cmd(&["CLUSTER", "FAILOVER"]);
+    hand_over(new_master);
     let job = proxy.wait_job(&id, Duration::from_secs(60));
     eprintln!("job after the failover: {job}");
     assert_eq!(job["state"], "failed", "{job}");
@@ -241,7 +261,7 @@ fn a_failover_of_the_source_mid_job_stops_the_job_and_repairs_the_slot() {
         report.values.len() + report.incrs.len()
     );
     common::check_keys(&mut con, &keys);
-    for slot in 0..=19u16 {
+    for slot in 0..=59u16 {
         let here: i64 = target.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
         assert!(here >= 20, "slot {slot} has {here} keys on the target");
     }
@@ -285,7 +305,7 @@ fn a_killed_target_mid_job_stops_the_job_and_hands_the_keys_back() {
     for (at, key) in &errors {
         let slot = slotproxy::cluster::key_slot(key.as_bytes());
         assert!(
-            slot <= 19,
+            slot <= 59,
             "an error for {key} (slot {slot}) outside the moving slots"
         );
         assert!(
@@ -320,7 +340,7 @@ fn a_killed_target_mid_job_stops_the_job_and_hands_the_keys_back() {
     common::check_keys(&mut con, &keys);
     report.verify(&mut con);
     let promoted = cluster.replica_of(1);
-    for slot in 0..=19u16 {
+    for slot in 0..=59u16 {
         let here: i64 = promoted.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
         assert!(
             here >= 20,

@@ -76,6 +76,8 @@ pub const MIGRATION_SLOTS_IN_FLIGHT: &str = "slotproxy_migration_slots_in_flight
 pub const MIGRATION_RATE: &str = "slotproxy_migration_rate_keys_per_second";
 /// Problems met while moving slots, by kind.
 pub const MIGRATION_ERRORS: &str = "slotproxy_migration_errors_total";
+/// How long `MIGRATE` of one big key (moved alone) blocked its two nodes.
+pub const MIGRATION_BIG_KEY_BLOCK: &str = "slotproxy_migration_big_key_block_seconds";
 /// 1 while this proxy holds the migration lease.
 pub const MIGRATION_LEASE_HELD: &str = "slotproxy_migration_lease_held";
 
@@ -160,8 +162,11 @@ pub struct Metrics {
     pub migration_slots_in_flight: IntGauge,
     /// See [`MIGRATION_RATE`].
     pub migration_rate: Gauge,
-    /// See [`MIGRATION_ERRORS`]; label `kind`: busykey, ioerr, retried, skipped, halted.
+    /// See [`MIGRATION_ERRORS`]; label `kind`: busykey, ioerr, retried, skipped, halted,
+    /// changed (a failover under a move), too_big (a key over the block-time bound).
     pub migration_errors: IntCounterVec,
+    /// See [`MIGRATION_BIG_KEY_BLOCK`].
+    pub migration_big_key_block: prometheus::Histogram,
     /// See [`MIGRATION_LEASE_HELD`].
     pub migration_lease_held: IntGauge,
     /// Per-slot operation counts (JSON at `GET /slots/stats`, not Prometheus).
@@ -294,6 +299,16 @@ impl Metrics {
                 "Problems met while moving slots, by kind.",
                 &["kind"],
             ),
+            migration_big_key_block: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new(
+                        MIGRATION_BIG_KEY_BLOCK,
+                        "Time MIGRATE of one big key (moved alone) blocked its two nodes.",
+                    )
+                    .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                ),
+            ),
             migration_lease_held: gauge(
                 MIGRATION_LEASE_HELD,
                 "1 while this proxy holds the migration lease.",
@@ -325,7 +340,9 @@ impl Metrics {
         for kind in ["redirects", "tryagain", "clusterdown", "unreachable"] {
             self.retries_exhausted.with_label_values(&[kind]);
         }
-        for kind in ["busykey", "ioerr", "retried", "skipped", "halted"] {
+        for kind in [
+            "busykey", "ioerr", "retried", "skipped", "halted", "changed", "too_big",
+        ] {
             self.migration_errors.with_label_values(&[kind]);
         }
         for state in JOB_STATES {

@@ -44,12 +44,29 @@ pub enum MoveError {
     /// The cluster changed under the move: a failover made the source or the target a
     /// replica, or another node owns the slot now. The job stops and the slot is repaired.
     Changed(String),
+    /// A key would block its nodes longer than the bound allows: the job pauses.
+    TooBig {
+        /// What the operator reads: the key, its size, the estimate and the bound.
+        message: String,
+        /// Whether the slot is open (MIGRATING/IMPORTING) at that point.
+        slot_open: bool,
+    },
+}
+
+/// What a slot move reports while it runs.
+#[derive(Debug, Clone)]
+pub enum MoveEvent {
+    /// A batch of this many keys landed on the target.
+    Keys(u64),
+    /// A big key was moved alone (its measured block time filled in).
+    BigKey(super::bigkeys::KeyCost),
 }
 
 impl std::fmt::Display for MoveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             MoveError::Retry(m) | MoveError::Fatal(m) | MoveError::Changed(m) => f.write_str(m),
+            MoveError::TooBig { message, .. } => f.write_str(message),
         }
     }
 }
@@ -71,6 +88,12 @@ pub struct MoveContext {
     pub throttle: Arc<Throttle>,
     /// Where BUSYKEY/IOERR and moved keys are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Keys above this `MEMORY USAGE` are moved alone, after an estimate of their block time.
+    pub big_key_bytes: u64,
+    /// The longest one key may block its nodes (further capped by `cluster-node-timeout`).
+    pub max_key_block: Duration,
+    /// Block-time estimates, corrected by measurements.
+    pub costs: super::bigkeys::CostModel,
 }
 
 /// Control connections of one worker, one per node, reused across slots.
@@ -96,6 +119,16 @@ impl Conns {
             .entry(addr.to_string())
             .or_insert_with(|| ControlConn::new(addr, settings))
     }
+}
+
+/// Keys of one slot to MIGRATE together.
+struct Batch<'a> {
+    slot: u16,
+    from: &'a str,
+    to: &'a str,
+    keys: &'a [Bytes],
+    replace: bool,
+    timeout: Duration,
 }
 
 /// What a MIGRATE batch came back with.
@@ -203,7 +236,7 @@ impl MoveContext {
         to: &str,
         keys: &[Bytes],
         replace: bool,
-        patience: u32,
+        migrate_timeout: Duration,
     ) -> Result<BatchResult, MoveError> {
         let (host, port) = split_host_port(to).map_err(MoveError::Fatal)?;
         let host = host
@@ -211,7 +244,6 @@ impl MoveContext {
             .trim_end_matches(']')
             .to_string();
         let port = port.to_string();
-        let migrate_timeout = self.migrate_timeout * patience;
         let timeout = migrate_timeout.as_millis().to_string();
         let mut args: Vec<&[u8]> = vec![
             b"MIGRATE",
@@ -254,15 +286,15 @@ impl MoveContext {
     }
 
     /// Moves every key of `slot` from `from` to `to` (the slot must already be open), and
-    /// returns how many keys went. `on_batch` hears about each batch as it lands.
+    /// returns how many keys went. Each batch is sized first: big keys go alone, with a
+    /// timeout fitted to them. `on_event` hears about each batch and big key as it lands.
     pub async fn drain_slot(
         &self,
         conns: &mut Conns,
         slot: u16,
-        from: &str,
-        to: &str,
+        (from, to): (&str, &str),
         replace_always: bool,
-        on_batch: &mut (dyn FnMut(u64) + Send),
+        on_event: &mut (dyn FnMut(MoveEvent) + Send),
     ) -> Result<u64, MoveError> {
         let mut moved = 0u64;
         let mut io_errors = 0u32;
@@ -277,57 +309,116 @@ impl MoveContext {
                 }
                 continue;
             }
-            let mut replace = replace_always;
-            let mut batch: &[Bytes] = &keys;
-            let mut patience = 1;
-            let mut done = 0;
-            while done < keys.len() {
-                match self
-                    .migrate(conns, from, to, batch, replace, patience)
-                    .await?
-                {
-                    BatchResult::Moved | BatchResult::AllExpired => {
-                        done += batch.len();
-                        batch = &keys[done..(done + batch.len()).min(keys.len())];
-                    }
-                    BatchResult::Busy => {
-                        self.metrics
-                            .migration_errors
-                            .with_label_values(&["busykey"])
-                            .inc();
-                        tracing::info!(
-                            slot,
-                            from,
-                            to,
-                            "BUSYKEY: re-sending the batch with REPLACE"
-                        );
-                        replace = true;
-                    }
-                    BatchResult::IoError(text) => {
-                        self.metrics
-                            .migration_errors
-                            .with_label_values(&["ioerr"])
-                            .inc();
-                        io_errors += 1;
-                        tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE, one key at a time");
-                        if io_errors > 5 {
-                            return Err(MoveError::Retry(format!("MIGRATE {from} → {to}: {text}")));
-                        }
-                        // The copy on the target may be partial or stale: REPLACE it at once.
-                        // A big key may need longer than the timeout: move keys singly, with
-                        // more patience, for the rest of this batch.
-                        replace = true;
-                        patience = 4;
-                        batch = &keys[done..done + 1];
-                        tokio::time::sleep(Duration::from_millis(100 * u64::from(io_errors))).await;
-                    }
-                }
+            let sizes = self.sizes(conns, from, &keys).await?;
+            let big = self
+                .big_keys(conns, from, slot, &keys, &sizes, true)
+                .await?;
+            let small: Vec<Bytes> = keys
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !big.iter().any(|(b, _)| b == i))
+                .map(|(_, k)| k.clone())
+                .collect();
+            if !small.is_empty() {
+                let batch = Batch {
+                    slot,
+                    from,
+                    to,
+                    keys: &small,
+                    replace: replace_always,
+                    timeout: self.migrate_timeout,
+                };
+                self.send_batch(conns, batch, &mut io_errors).await?;
+                moved += small.len() as u64;
+                self.metrics.migration_keys.inc_by(small.len() as u64);
+                on_event(MoveEvent::Keys(small.len() as u64));
             }
-            moved += keys.len() as u64;
-            self.metrics.migration_keys.inc_by(keys.len() as u64);
-            on_batch(keys.len() as u64);
+            for (i, mut cost) in big {
+                let estimate = Duration::from_millis(cost.estimated_ms);
+                tracing::info!(slot, key = %cost.key, kind = %cost.kind, bytes = cost.bytes, elements = cost.elements, estimated_ms = cost.estimated_ms, "moving a big key alone");
+                let batch = Batch {
+                    slot,
+                    from,
+                    to,
+                    keys: &keys[i..=i],
+                    replace: replace_always,
+                    timeout: self.migrate_timeout.max(estimate * 4),
+                };
+                let started = std::time::Instant::now();
+                self.send_batch(conns, batch, &mut io_errors).await?;
+                let took = started.elapsed();
+                self.costs.learn(estimate, took);
+                self.metrics
+                    .migration_big_key_block
+                    .observe(took.as_secs_f64());
+                cost.block_ms = Some(took.as_millis() as u64);
+                tracing::info!(slot, key = %cost.key, block_ms = took.as_millis() as u64, "big key moved");
+                moved += 1;
+                self.metrics.migration_keys.inc();
+                on_event(MoveEvent::Keys(1));
+                on_event(MoveEvent::BigKey(cost));
+            }
             freeze_at("migration::mid_migrate").await;
         }
+    }
+
+    /// MIGRATEs one batch until every key in it has landed: `BUSYKEY` is re-sent with
+    /// `REPLACE`, `IOERR` one key at a time with `REPLACE` and four times the timeout.
+    async fn send_batch(
+        &self,
+        conns: &mut Conns,
+        batch: Batch<'_>,
+        io_errors: &mut u32,
+    ) -> Result<(), MoveError> {
+        let Batch {
+            slot,
+            from,
+            to,
+            keys,
+            mut replace,
+            timeout: base,
+        } = batch;
+        let mut timeout = base;
+        let mut part: &[Bytes] = keys;
+        let mut done = 0;
+        while done < keys.len() {
+            match self
+                .migrate(conns, from, to, part, replace, timeout)
+                .await?
+            {
+                BatchResult::Moved | BatchResult::AllExpired => {
+                    done += part.len();
+                    part = &keys[done..(done + part.len()).min(keys.len())];
+                }
+                BatchResult::Busy => {
+                    self.metrics
+                        .migration_errors
+                        .with_label_values(&["busykey"])
+                        .inc();
+                    tracing::info!(slot, from, to, "BUSYKEY: re-sending the batch with REPLACE");
+                    replace = true;
+                }
+                BatchResult::IoError(text) => {
+                    self.metrics
+                        .migration_errors
+                        .with_label_values(&["ioerr"])
+                        .inc();
+                    *io_errors += 1;
+                    tracing::warn!(slot, from, to, error = %text, "MIGRATE IOERR: re-sending with REPLACE, one key at a time");
+                    if *io_errors > 5 {
+                        return Err(MoveError::Retry(format!("MIGRATE {from} → {to}: {text}")));
+                    }
+                    // The copy on the target may be partial or stale: REPLACE it at once.
+                    // A big key may need longer than the timeout: move keys singly, with
+                    // more patience, for the rest of this batch.
+                    timeout = base * 4;
+                    replace = true;
+                    part = &keys[done..done + 1];
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(*io_errors))).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs the whole protocol for one slot; returns the keys moved. An error is
@@ -339,13 +430,14 @@ impl MoveContext {
         from: &Endpoint,
         to: &Endpoint,
         others: &[Endpoint],
-        on_batch: &mut (dyn FnMut(u64) + Send),
+        on_event: &mut (dyn FnMut(MoveEvent) + Send),
     ) -> Result<u64, MoveError> {
         match self
-            .move_slot_steps(conns, slot, from, to, others, on_batch)
+            .move_slot_steps(conns, slot, from, to, others, on_event)
             .await
         {
             Ok(keys) => Ok(keys),
+            Err(e @ MoveError::TooBig { .. }) => Err(e),
             Err(e) => Err(self.explain(conns, e, from, to).await),
         }
     }
@@ -357,11 +449,12 @@ impl MoveContext {
         from: &Endpoint,
         to: &Endpoint,
         others: &[Endpoint],
-        on_batch: &mut (dyn FnMut(u64) + Send),
+        on_event: &mut (dyn FnMut(MoveEvent) + Send),
     ) -> Result<u64, MoveError> {
         // A failover between two slots must not go unnoticed: both ends still masters?
         self.ensure_master(conns, from).await?;
         self.ensure_master(conns, to).await?;
+        self.preflight_big_keys(conns, &from.addr, slot).await?;
         tracing::debug!(target_node = %to.addr, "step 1: SETSLOT IMPORTING on the target");
         match self
             .setslot(conns, &to.addr, slot, b"IMPORTING", Some(&from.id))
@@ -388,7 +481,7 @@ impl MoveContext {
         freeze_at("migration::after_migrating").await;
         tracing::debug!("step 3: MIGRATE the keys");
         let moved = self
-            .drain_slot(conns, slot, &from.addr, &to.addr, false, on_batch)
+            .drain_slot(conns, slot, (&from.addr, &to.addr), false, on_event)
             .await?;
         tracing::debug!(keys = moved, "step 4: the source is empty");
         self.hand_over(conns, slot, from, to, others).await?;

@@ -11,6 +11,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Errors kept per job (the newest ones).
 const MAX_ERRORS: usize = 50;
+/// Big keys reported per job (the newest ones).
+const MAX_BIG_KEYS: usize = 20;
 
 /// Why a job exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +34,9 @@ pub enum JobState {
     Pending,
     /// Workers are moving slots.
     Running,
-    /// Stopped between slots on request; no slot is open.
+    /// Stopped between slots on request, or because a key is over the block-time bound; no
+    /// slot is open except, rarely, one held open by such a key (clients are served through
+    /// it as usual).
     Paused,
     /// Every slot moved.
     Completed,
@@ -140,12 +144,16 @@ pub struct Progress {
     pub skipped: usize,
     /// A run hit an error that needs the operator (or a later resume).
     pub halted: bool,
+    /// A slot is held open by a key over the block-time bound: this run does not retry it.
+    pub held: bool,
     /// Slots moved.
     pub slots_done: usize,
     /// Keys moved.
     pub keys_moved: u64,
     /// Recent errors, oldest first.
     pub errors: VecDeque<String>,
+    /// Big keys moved alone, with their measured block times (newest last).
+    pub big_keys: VecDeque<super::bigkeys::KeyCost>,
     /// Why the job failed.
     pub reason: Option<String>,
     /// Stop request from the operator.
@@ -207,9 +215,11 @@ impl Job {
                 open: Vec::new(),
                 skipped: 0,
                 halted: false,
+                held: false,
                 slots_done: 0,
                 keys_moved: 0,
                 errors: VecDeque::new(),
+                big_keys: VecDeque::new(),
                 reason: None,
                 stop: StopRequest::None,
                 run_started: None,
@@ -288,6 +298,15 @@ impl Job {
         p.errors.push_back(message);
     }
 
+    /// Records a big key that was moved alone.
+    pub fn note_big_key(&self, cost: super::bigkeys::KeyCost) {
+        let mut p = self.lock();
+        if p.big_keys.len() == MAX_BIG_KEYS {
+            p.big_keys.pop_front();
+        }
+        p.big_keys.push_back(cost);
+    }
+
     /// The JSON shape of `GET /migrations/{id}`.
     pub fn to_json(&self) -> serde_json::Value {
         let p = self.lock();
@@ -328,6 +347,8 @@ impl Job {
             "eta_seconds": eta,
             "reason": p.reason,
             "errors": p.errors,
+            "big_keys": p.big_keys,
+            "max_key_block_ms": p.big_keys.iter().filter_map(|k| k.block_ms).max(),
             "moves": self.plan.iter().map(|(from, to, slots)| serde_json::json!({
                 "from": from, "to": to, "slots": super::ranges::format(slots), "count": slots.len(),
             })).collect::<Vec<_>>(),

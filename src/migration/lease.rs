@@ -143,7 +143,19 @@ impl Lease {
             {
                 Ok(reply) if scan::integer(&reply) == Some(1) => failures = 0,
                 Ok(_) => {
-                    tracing::error!(holder = %self.holder, "migration lease lost to another proxy");
+                    let now = self.call(&["GET", LEASE_KEY]).await.ok();
+                    match now.as_deref().and_then(scan::string) {
+                        Some(other) => tracing::error!(
+                            holder = %self.holder,
+                            taken_by = %String::from_utf8_lossy(other),
+                            "migration lease lost to another proxy"
+                        ),
+                        None => tracing::error!(
+                            holder = %self.holder,
+                            "migration lease expired before a renewal got through (a node \
+                             stalled longer than migration.lease_ttl_ms)"
+                        ),
+                    }
                     self.lost.store(true, Ordering::Relaxed);
                     return;
                 }

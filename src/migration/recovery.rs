@@ -281,7 +281,7 @@ async fn repair(
         let (Some(from), Some(to)) = (find(owner), find(target)) else {
             return notes;
         };
-        let mut ignore = |_n: u64| {};
+        let mut ignore = |_e: super::executor::MoveEvent| {};
         notes.push(
             match service
                 .ctx

@@ -1,7 +1,7 @@
 //! The migration service: the job registry, the runner that drives a job's workers, and the
 //! operations the admin API exposes (submit, pause, resume, cancel).
 
-use super::executor::{Conns, Endpoint, MoveContext, MoveError};
+use super::executor::{Conns, Endpoint, MoveContext, MoveError, MoveEvent};
 use super::job::{now_ms, Job, JobKind, JobState, SlotMove, StopRequest};
 use super::journal::Journal;
 use super::lease::{Lease, LeaseError};
@@ -371,6 +371,7 @@ impl Migrations {
             p.state = JobState::Pending;
             p.stop = StopRequest::None;
             p.halted = false;
+            p.held = false;
             p.reason = None;
         }
         if let Err(e) = self.lease.acquire().await {
@@ -408,6 +409,7 @@ impl Migrations {
                     p.stop = StopRequest::Cancel;
                     p.state = JobState::Pending;
                     p.halted = false;
+                    p.held = false;
                     true
                 }
                 other => return Err(ApiError::conflict(format!("job {id} is already {other:?}"))),
@@ -483,13 +485,17 @@ impl Migrations {
                 });
             }
             p.run_started = None;
-            p.state = if p.halted || !p.open.is_empty() {
+            // A slot held open by a key over the block bound leaves the job paused, not
+            // failed: nothing is wrong, and clients are served through it as usual.
+            p.state = if p.halted {
+                JobState::Failed
+            } else if p.stop == StopRequest::Pause && !(p.queue.is_empty() && p.open.is_empty()) {
+                JobState::Paused
+            } else if !p.open.is_empty() {
                 JobState::Failed
             } else if p.stop == StopRequest::Cancel {
                 p.queue.clear();
                 JobState::Cancelled
-            } else if p.stop == StopRequest::Pause && !p.queue.is_empty() {
-                JobState::Paused
             } else if p.skipped > 0 {
                 p.reason = Some(format!(
                     "{} slots could not be moved; see errors",
@@ -524,7 +530,7 @@ impl Migrations {
                 }
                 if p.halted {
                     None
-                } else if let Some(m) = p.open.pop() {
+                } else if let Some(m) = (!p.held).then(|| p.open.pop()).flatten() {
                     Some(m)
                 } else if p.stop != StopRequest::None {
                     None
@@ -569,6 +575,28 @@ impl Migrations {
                 }
                 // Handled above.
                 Err(MoveError::Changed(_)) => {}
+                Err(MoveError::TooBig { message, slot_open }) => {
+                    self.ctx
+                        .metrics
+                        .migration_errors
+                        .with_label_values(&["too_big"])
+                        .inc();
+                    // The slots in flight elsewhere finish; then the job pauses.
+                    if p.stop == StopRequest::None {
+                        p.stop = StopRequest::Pause;
+                    }
+                    if *slot_open {
+                        // Not taken up again in this run (it would meet the same key).
+                        p.held = true;
+                        p.open.push(m.clone());
+                    } else {
+                        p.queue.push_front(m.clone());
+                    }
+                    p.reason = Some(message.clone());
+                    drop(p);
+                    job.note_error(message.clone());
+                    p = job.lock();
+                }
                 Err(MoveError::Retry(message)) => {
                     self.ctx
                         .metrics
@@ -642,10 +670,13 @@ impl Migrations {
             let result = match self.endpoints(m) {
                 Ok((from, to, others)) => {
                     let counter = job.clone();
-                    let mut on_batch = move |n: u64| {
-                        let mut p = counter.lock();
-                        p.keys_moved += n;
-                        p.run_keys += n;
+                    let mut on_batch = move |event: MoveEvent| match event {
+                        MoveEvent::Keys(n) => {
+                            let mut p = counter.lock();
+                            p.keys_moved += n;
+                            p.run_keys += n;
+                        }
+                        MoveEvent::BigKey(cost) => counter.note_big_key(cost),
                     };
                     self.ctx
                         .move_slot(conns, m.slot, &from, &to, &others, &mut on_batch)
