@@ -59,6 +59,10 @@ pub struct ProxySection {
     /// Pub/Sub messages waiting for one slow subscriber, in bytes, before the proxy
     /// disconnects it (Redis' `client-output-buffer-limit pubsub` hard limit).
     pub pubsub_output_limit_bytes: usize,
+    /// Reply bytes held for one client (received from the nodes or waiting to be written)
+    /// before the proxy disconnects it (Redis' `client-output-buffer-limit normal` as a hard
+    /// limit); 0: no limit.
+    pub client_output_limit_bytes: usize,
     /// Close a client that sent nothing for this many seconds (Redis' `timeout`); 0: never.
     /// Subscribers, MONITOR, blocked commands and clients with replies pending are exempt.
     pub idle_timeout_secs: u64,
@@ -77,6 +81,7 @@ impl Default for ProxySection {
             worker_threads: 0,
             shutdown_grace_ms: 5000,
             pubsub_output_limit_bytes: 32 * 1024 * 1024,
+            client_output_limit_bytes: 1024 * 1024 * 1024,
             idle_timeout_secs: 0,
         }
     }

@@ -111,7 +111,13 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let tls_addr = tls.as_ref().map(|(addr, _, _)| *addr);
 
     let metrics = Arc::new(metrics::Metrics::new());
-    let settings = Arc::new(upstream::Settings::from_config(&config.cluster));
+    let mut settings = upstream::Settings::from_config(&config.cluster);
+    // One slot per client the listeners may hold (the plain and the TLS one share the cap).
+    settings.budgets = Arc::new(upstream::budget::ReplyBudgets::new(
+        config.proxy.max_clients + 1,
+        config.proxy.client_output_limit_bytes,
+    ));
+    let settings = Arc::new(settings);
     let topology = cluster::Topology::new(&config.cluster, settings.clone(), metrics.clone());
     let settings_for_migrations = settings;
     let router = Arc::new(proxy::router::Router::new(

@@ -188,3 +188,52 @@ fn idle_clients_are_closed_but_subscribers_blocked_and_slow_ones_are_not() {
         "{closed} clients closed as idle"
     );
 }
+
+#[test]
+fn a_client_that_stops_reading_big_replies_is_cut_off_at_the_output_limit() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = ProxyProcess::launch(&cluster, "client_output_limit_bytes = 8388608", "");
+    let mut con = common::connect(&proxy.client.to_string());
+    let value = "x".repeat(1024 * 1024);
+    let _: () = common::query(&mut con, &["SET", "big", &value]);
+    ordinary_work(&proxy, 50);
+    let before_kb = proxy.rss_kb();
+
+    // 300 GETs of 1 MiB, pipelined, and never a byte read back: 300 MiB of replies.
+    let mut hog = TcpStream::connect(proxy.client).expect("connect");
+    let get = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(300);
+    hog.write_all(&get).expect("write");
+    common::wait_until(Duration::from_secs(20), "the hog to be cut off", || {
+        proxy.metric("slotproxy_client_output_limit_disconnects_total") >= 1.0
+    });
+    let peak_kb = proxy.rss_kb();
+    // Others are served meanwhile, big values included.
+    let slowest = ordinary_work(&proxy, 200);
+    let echoed: String = common::query(&mut con, &["GET", "big"]);
+    assert_eq!(echoed.len(), value.len());
+    // What the kernel had buffered is all the hog ever gets; then the connection ends.
+    let got = read_reply(&mut hog, usize::MAX);
+    assert!(
+        got.len() < 64 * 1024 * 1024,
+        "{} bytes reached the hog",
+        got.len()
+    );
+    // A client that reads what it asks for is not affected by the limit.
+    let mut pipe = redis::pipe();
+    for _ in 0..4 {
+        pipe.cmd("GET").arg("big");
+    }
+    let values: Vec<String> = pipe.query(&mut con).expect("pipelined GETs");
+    assert!(values.iter().all(|v| v.len() == value.len()));
+    println!(
+        "output limit 8 MiB: a client pipelining 300 x 1 MiB GETs without reading was cut off \
+         after {} MiB reached it; RSS {before_kb} kB before, {peak_kb} kB at the cut; other \
+         clients' slowest round trip {} ms",
+        got.len() / (1024 * 1024),
+        slowest.as_millis()
+    );
+    assert!(
+        peak_kb < before_kb + 64 * 1024,
+        "RSS grew from {before_kb} kB to {peak_kb} kB"
+    );
+}

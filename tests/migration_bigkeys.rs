@@ -109,6 +109,9 @@ fn big_keys_move_alone_with_their_block_time_reported_while_traffic_flows() {
         proxy.metric("slotproxy_migration_big_key_block_seconds_count"),
         2.0
     );
+    let sized: u64 = big.iter().filter_map(|b| b["bytes"].as_u64()).sum();
+    assert!(job["bytes_moved"].as_u64().unwrap_or(0) > sized, "{job}");
+    assert!(proxy.metric("slotproxy_migration_bytes_migrated_total") > sized as f64);
     let length: i64 = target.cmd(&["HLEN", "{bk}:hash"]);
     assert_eq!(length, 1_000_000);
     let bytes: i64 = target.cmd(&["STRLEN", "{bk}:string"]);

@@ -32,6 +32,8 @@ pub const IDLE_TIMEOUTS: &str = "slotproxy_client_idle_timeouts_total";
 pub const AUTH_FAILURES: &str = "slotproxy_client_auth_failures_total";
 /// Subscribers disconnected for falling behind their messages.
 pub const PUBSUB_OUTPUT_LIMIT: &str = "slotproxy_pubsub_output_limit_disconnects_total";
+/// Clients disconnected because the replies held for them passed the output limit.
+pub const CLIENT_OUTPUT_LIMIT: &str = "slotproxy_client_output_limit_disconnects_total";
 /// Bytes read from clients.
 pub const CLIENT_BYTES_RECEIVED: &str = "slotproxy_client_received_bytes_total";
 /// Bytes written to clients.
@@ -68,6 +70,8 @@ pub const MIGRATION_JOBS: &str = "slotproxy_migration_jobs";
 pub const MIGRATION_SLOTS: &str = "slotproxy_migration_slots_migrated_total";
 /// Keys moved since start.
 pub const MIGRATION_KEYS: &str = "slotproxy_migration_keys_migrated_total";
+/// `MEMORY USAGE` of the keys moved since start.
+pub const MIGRATION_BYTES: &str = "slotproxy_migration_bytes_migrated_total";
 /// Slots the unfinished jobs still have to move.
 pub const MIGRATION_SLOTS_REMAINING: &str = "slotproxy_migration_slots_remaining";
 /// Slots being moved right now.
@@ -116,6 +120,8 @@ pub struct Metrics {
     pub tls_handshake_failures: IntCounter,
     /// See [`PUBSUB_OUTPUT_LIMIT`].
     pub pubsub_output_limit_disconnects: IntCounter,
+    /// See [`CLIENT_OUTPUT_LIMIT`].
+    pub client_output_limit_disconnects: IntCounter,
     /// See [`CLIENT_BYTES_RECEIVED`].
     pub client_bytes_received: IntCounter,
     /// See [`CLIENT_BYTES_SENT`].
@@ -156,6 +162,8 @@ pub struct Metrics {
     pub migration_slots: IntCounter,
     /// See [`MIGRATION_KEYS`].
     pub migration_keys: IntCounter,
+    /// See [`MIGRATION_BYTES`].
+    pub migration_bytes: IntCounter,
     /// See [`MIGRATION_SLOTS_REMAINING`].
     pub migration_slots_remaining: IntGauge,
     /// See [`MIGRATION_SLOTS_IN_FLIGHT`].
@@ -212,6 +220,10 @@ impl Metrics {
             pubsub_output_limit_disconnects: counter(
                 PUBSUB_OUTPUT_LIMIT,
                 "Subscribers disconnected because their unsent messages passed proxy.pubsub_output_limit_bytes.",
+            ),
+            client_output_limit_disconnects: counter(
+                CLIENT_OUTPUT_LIMIT,
+                "Clients disconnected because the replies held for them passed proxy.client_output_limit_bytes.",
             ),
             client_bytes_received: counter(
                 CLIENT_BYTES_RECEIVED,
@@ -282,6 +294,10 @@ impl Metrics {
             ),
             migration_slots: counter(MIGRATION_SLOTS, "Slots moved by this proxy."),
             migration_keys: counter(MIGRATION_KEYS, "Keys moved by this proxy."),
+            migration_bytes: counter(
+                MIGRATION_BYTES,
+                "MEMORY USAGE (on the source) of the keys moved by this proxy.",
+            ),
             migration_slots_remaining: gauge(
                 MIGRATION_SLOTS_REMAINING,
                 "Slots the unfinished jobs still have to move.",

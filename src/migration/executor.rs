@@ -56,8 +56,14 @@ pub enum MoveError {
 /// What a slot move reports while it runs.
 #[derive(Debug, Clone)]
 pub enum MoveEvent {
-    /// A batch of this many keys landed on the target.
-    Keys(u64),
+    /// A batch of keys landed on the target: how many, and their `MEMORY USAGE` on the
+    /// source.
+    Keys {
+        /// Keys in the batch.
+        keys: u64,
+        /// Their measured size.
+        bytes: u64,
+    },
     /// A big key was moved alone (its measured block time filled in).
     BigKey(super::bigkeys::KeyCost),
 }
@@ -313,12 +319,13 @@ impl MoveContext {
             let big = self
                 .big_keys(conns, from, slot, &keys, &sizes, true)
                 .await?;
-            let small: Vec<Bytes> = keys
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !big.iter().any(|(b, _)| b == i))
-                .map(|(_, k)| k.clone())
-                .collect();
+            let (mut small, mut small_bytes) = (Vec::with_capacity(keys.len()), 0u64);
+            for (i, key) in keys.iter().enumerate() {
+                if !big.iter().any(|(b, _)| *b == i) {
+                    small.push(key.clone());
+                    small_bytes += sizes[i];
+                }
+            }
             if !small.is_empty() {
                 let batch = Batch {
                     slot,
@@ -331,7 +338,11 @@ impl MoveContext {
                 self.send_batch(conns, batch, &mut io_errors).await?;
                 moved += small.len() as u64;
                 self.metrics.migration_keys.inc_by(small.len() as u64);
-                on_event(MoveEvent::Keys(small.len() as u64));
+                self.metrics.migration_bytes.inc_by(small_bytes);
+                on_event(MoveEvent::Keys {
+                    keys: small.len() as u64,
+                    bytes: small_bytes,
+                });
             }
             for (i, mut cost) in big {
                 let estimate = Duration::from_millis(cost.estimated_ms);
@@ -355,7 +366,11 @@ impl MoveContext {
                 tracing::info!(slot, key = %cost.key, block_ms = took.as_millis() as u64, "big key moved");
                 moved += 1;
                 self.metrics.migration_keys.inc();
-                on_event(MoveEvent::Keys(1));
+                self.metrics.migration_bytes.inc_by(cost.bytes);
+                on_event(MoveEvent::Keys {
+                    keys: 1,
+                    bytes: cost.bytes,
+                });
                 on_event(MoveEvent::BigKey(cost));
             }
             freeze_at("migration::mid_migrate").await;

@@ -150,6 +150,8 @@ pub struct Progress {
     pub slots_done: usize,
     /// Keys moved.
     pub keys_moved: u64,
+    /// `MEMORY USAGE` of the keys moved (in this proxy's runs of the job).
+    pub bytes_moved: u64,
     /// Recent errors, oldest first.
     pub errors: VecDeque<String>,
     /// Big keys moved alone, with their measured block times (newest last).
@@ -218,6 +220,7 @@ impl Job {
                 held: false,
                 slots_done: 0,
                 keys_moved: 0,
+                bytes_moved: 0,
                 errors: VecDeque::new(),
                 big_keys: VecDeque::new(),
                 reason: None,
@@ -342,6 +345,7 @@ impl Job {
             "slots_open": p.open.iter().map(|m| m.slot).collect::<Vec<_>>(),
             "slots_skipped": p.skipped,
             "keys_moved": p.keys_moved,
+            "bytes_moved": p.bytes_moved,
             "rate_keys_per_second": (rate_keys * 10.0).round() / 10.0,
             "rate_slots_per_second": (rate_slots * 10.0).round() / 10.0,
             "eta_seconds": eta,

@@ -24,6 +24,7 @@ const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redi
 const LANE: Lane = Lane {
     index: usize::MAX / 2,
     resp3: false,
+    client: crate::upstream::budget::NO_CLIENT,
 };
 
 /// This proxy's side of the lease.

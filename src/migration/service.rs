@@ -671,10 +671,11 @@ impl Migrations {
                 Ok((from, to, others)) => {
                     let counter = job.clone();
                     let mut on_batch = move |event: MoveEvent| match event {
-                        MoveEvent::Keys(n) => {
+                        MoveEvent::Keys { keys, bytes } => {
                             let mut p = counter.lock();
-                            p.keys_moved += n;
-                            p.run_keys += n;
+                            p.keys_moved += keys;
+                            p.run_keys += keys;
+                            p.bytes_moved += bytes;
                         }
                         MoveEvent::BigKey(cost) => counter.note_big_key(cost),
                     };

@@ -57,7 +57,10 @@ pub async fn run(
         let handle = Arc::new(ClientHandle::new(id, peer.to_string(), local));
         shared.clients.add(handle.clone());
         let overflow = handle.kill.child_token();
+        let budgets = shared.router.topology.settings().budgets.clone();
+        let budget = budgets.register(overflow.clone());
         let client = ClientState {
+            budget,
             id,
             authenticated: !shared.auth.required(),
             auth_throttle: Default::default(),
@@ -101,6 +104,7 @@ pub async fn run(
                     }
                 }
             }
+            budgets.unregister(budget);
             shared.clients.remove(id);
             metrics.client_connections.dec();
         });

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
 /// Routing and retry policy, shared by all sessions.
 #[derive(Debug)]
@@ -60,7 +59,7 @@ pub struct Call {
 #[derive(Debug)]
 pub struct InFlight {
     /// Where the connection delivers the reply.
-    pub rx: oneshot::Receiver<ReplyResult>,
+    pub rx: crate::upstream::pool::ReplyRx,
     /// The node it went to.
     pub pool: Arc<NodePool>,
     /// The call, for a redirect or retry.

@@ -77,6 +77,7 @@ pub async fn run<R, W>(
     let overflow = client.overflow.clone().cancelled_owned();
     tokio::pin!(overflow);
     let mut idle = IdleTimer::new(shared.idle_timeout);
+    let budget = client.budget;
     loop {
         // One clock read for the commands dispatched together: their latency starts here.
         let mut started = None;
@@ -135,7 +136,7 @@ pub async fn run<R, W>(
         tokio::select! {
             biased;
             _ = future::poll_fn(|cx| inflight.poll_drain(cx, &mut out)), if !inflight.is_empty() => {
-                if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
+                if !flush(&mut write_half, &mut out, &shared, budget, overflow.as_mut()).await {
                     break;
                 }
             }
@@ -146,7 +147,7 @@ pub async fn run<R, W>(
                             true => out.extend_from_slice(&crate::protocol::reply::as_push(message)),
                             false => out.extend_from_slice(&message),
                         }
-                        if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
+                        if !flush(&mut write_half, &mut out, &shared, budget, overflow.as_mut()).await {
                             break;
                         }
                     }
@@ -155,7 +156,7 @@ pub async fn run<R, W>(
             line = next_monitor_line(&mut client.monitor), if monitor_ready => {
                 if let Some(line) = line {
                     out.extend_from_slice(&line);
-                    if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
+                    if !flush(&mut write_half, &mut out, &shared, budget, overflow.as_mut()).await {
                         break;
                     }
                 }
@@ -177,7 +178,7 @@ pub async fn run<R, W>(
             reply = run_alone(&mut exclusive), if run_exclusive => {
                 exclusive = None;
                 out.extend_from_slice(&reply);
-                if !flush(&mut write_half, &mut out, &shared, overflow.as_mut()).await {
+                if !flush(&mut write_half, &mut out, &shared, budget, overflow.as_mut()).await {
                     break;
                 }
             }
@@ -199,6 +200,12 @@ pub async fn run<R, W>(
                 None => reading = false,
             },
         }
+    }
+    let budgets = &shared.router.topology.settings().budgets;
+    if budgets.tripped(client.budget) {
+        shared.metrics.client_output_limit_disconnects.inc();
+        tracing::warn!(client = %client.handle.peer, "disconnected a client whose unread replies passed proxy.client_output_limit_bytes");
+        return;
     }
     if client.overflow.is_cancelled() && !client.handle.kill.is_cancelled() {
         shared.metrics.pubsub_output_limit_disconnects.inc();
@@ -234,14 +241,19 @@ async fn run_alone(exclusive: &mut Option<BoxFuture<'static, Bytes>>) -> Bytes {
 
 /// Writes `out` to the client and empties it; `false` when the client is gone.
 ///
-/// A subscriber that stopped reading would block the write for good; its overflow token
-/// (tripped as its unsent messages pile up, or by CLIENT KILL) ends the wait.
+/// A client that stopped reading would block the write for good; its overflow token
+/// (tripped as its unsent messages or replies pile up, or by CLIENT KILL) ends the wait.
 async fn flush<W: AsyncWrite + Unpin>(
     write_half: &mut W,
     out: &mut BytesMut,
     shared: &Shared,
+    budget: u32,
     overflow: std::pin::Pin<&mut WaitForCancellationFutureOwned>,
 ) -> bool {
+    // What waits here counts against proxy.client_output_limit_bytes until it is written,
+    // with the replies still arriving for the client (see upstream::budget).
+    let budgets = &shared.router.topology.settings().budgets;
+    budgets.charge(budget, out.len());
     let written = tokio::select! {
         // The write first: it usually completes at once, and the token is then not polled.
         // (The flush does nothing on TCP; rustls may hold the last record until it.)
@@ -249,6 +261,7 @@ async fn flush<W: AsyncWrite + Unpin>(
         written = crate::io::write_out(write_half, out) => written.is_ok(),
         _ = overflow => false,
     };
+    budgets.release(budget, out.len());
     if !written {
         return false;
     }

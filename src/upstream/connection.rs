@@ -6,6 +6,7 @@
 //! breaks, every pending fails with `maybe_executed`, and the supervisor reconnects with
 //! jittered exponential backoff, failing new requests fast while the node is unreachable.
 
+use super::budget::ReplyBudgets;
 use super::stream::{self, NodeStream};
 use super::Settings;
 use crate::error::UpstreamError;
@@ -36,6 +37,29 @@ pub struct Job {
     pub frames: usize,
     /// Where the reply goes.
     pub reply: oneshot::Sender<ReplyResult>,
+    /// The client's slot in [`super::budget::ReplyBudgets`], charged with the reply.
+    pub client: u32,
+}
+
+/// A caller waiting for a reply, and the client its bytes are charged to.
+#[derive(Debug)]
+struct Waiter {
+    tx: oneshot::Sender<ReplyResult>,
+    client: u32,
+}
+
+impl Waiter {
+    /// Hands the reply over and charges it to the client (unless the caller is gone).
+    fn deliver(self, reply: Bytes, budgets: &ReplyBudgets) {
+        let len = reply.len();
+        if self.tx.send(Ok(reply)).is_ok() {
+            budgets.charge(self.client, len);
+        }
+    }
+
+    fn fail(self, error: UpstreamError) {
+        let _ = self.tx.send(Err(error));
+    }
 }
 
 /// A reply the reader still expects, in the order the requests were written.
@@ -45,7 +69,7 @@ enum Pending {
     /// a request that timed out (it keeps its place, so later replies stay matched).
     Discard(usize),
     /// A caller waiting for this many reply frames, until the deadline.
-    Reply(oneshot::Sender<ReplyResult>, usize, Instant),
+    Reply(Waiter, usize, Instant),
 }
 
 const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
@@ -166,7 +190,14 @@ pub async fn supervise(
                 tracing::debug!(node = %addr, "connected");
                 let open = metrics.upstream_connections.with_label_values(&[&addr]);
                 open.inc();
-                let ended = serve(&addr, stream, &mut jobs, settings.request_timeout).await;
+                let ended = serve(
+                    &addr,
+                    stream,
+                    &mut jobs,
+                    settings.request_timeout,
+                    &settings.budgets,
+                )
+                .await;
                 open.dec();
                 match ended {
                     Ended::JobsClosed => return,
@@ -220,6 +251,7 @@ async fn serve(
     stream: NodeStream,
     jobs: &mut mpsc::UnboundedReceiver<Job>,
     timeout: Duration,
+    budgets: &ReplyBudgets,
 ) -> Ended {
     let (mut reader, mut writer) = stream.into_split();
     let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending>();
@@ -252,7 +284,7 @@ async fn serve(
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut scanner = ReplyScanner::default();
         // A multi-frame reply being gathered: its caller, frames still due, frames so far.
-        let mut gathering: Option<(oneshot::Sender<ReplyResult>, usize, BytesMut)> = None;
+        let mut gathering: Option<(Waiter, usize, BytesMut)> = None;
         let timer = tokio::time::sleep(timeout);
         tokio::pin!(timer);
         loop {
@@ -284,8 +316,8 @@ async fn serve(
                     so_far.unsplit(frame);
                     *due -= 1;
                     if *due == 0 {
-                        if let Some((tx, _, all)) = gathering.take() {
-                            let _ = tx.send(Ok(all.freeze()));
+                        if let Some((waiter, _, all)) = gathering.take() {
+                            waiter.deliver(all.freeze(), budgets);
                         }
                     }
                     continue;
@@ -299,12 +331,10 @@ async fn serve(
                         waiting.pop_front();
                     }
                     Some(Pending::Reply(..)) => {
-                        if let Some(Pending::Reply(tx, frames, _)) = waiting.pop_front() {
+                        if let Some(Pending::Reply(waiter, frames, _)) = waiting.pop_front() {
                             match frames {
-                                1 => {
-                                    let _ = tx.send(Ok(frame.freeze()));
-                                }
-                                _ => gathering = Some((tx, frames - 1, frame)),
+                                1 => waiter.deliver(frame.freeze(), budgets),
+                                _ => gathering = Some((waiter, frames - 1, frame)),
                             }
                         }
                     }
@@ -324,12 +354,12 @@ async fn serve(
     pending_rx.close();
     take_new(&mut pending_rx, &mut waiting);
     for pending in waiting {
-        if let Pending::Reply(tx, _, _) = pending {
-            let _ = tx.send(Err(UpstreamError::Lost {
+        if let Pending::Reply(waiter, _, _) = pending {
+            waiter.fail(UpstreamError::Lost {
                 addr: addr.clone(),
                 reason: reason.clone(),
                 maybe_executed: true,
-            }));
+            });
         }
     }
     ended
@@ -360,11 +390,11 @@ fn expire(
             return *deadline;
         }
         let frames = *frames;
-        if let Pending::Reply(tx, ..) = std::mem::replace(pending, Pending::Discard(frames)) {
-            let _ = tx.send(Err(UpstreamError::Timeout {
+        if let Pending::Reply(waiter, ..) = std::mem::replace(pending, Pending::Discard(frames)) {
+            waiter.fail(UpstreamError::Timeout {
                 addr: addr.clone(),
                 ms: timeout.as_millis() as u64,
-            }));
+            });
         }
     }
     now + timeout
@@ -381,5 +411,9 @@ fn queue(
         let _ = pending.send(Pending::Discard(1));
     }
     out.extend_from_slice(&job.payload);
-    let _ = pending.send(Pending::Reply(job.reply, job.frames.max(1), deadline));
+    let waiter = Waiter {
+        tx: job.reply,
+        client: job.client,
+    };
+    let _ = pending.send(Pending::Reply(waiter, job.frames.max(1), deadline));
 }

@@ -5,6 +5,7 @@
 //! `write`; its reader hands replies back in FIFO order. [`oneshot`] is the separate, simple
 //! path for rare control queries (slot map, command table).
 
+pub mod budget;
 pub mod connection;
 pub mod control;
 pub mod oneshot;
@@ -18,12 +19,25 @@ use std::time::Duration;
 /// A client always takes the same one (its index modulo the pool size), so its pipelined
 /// commands to a node run in the order it sent them. Clients that switched to RESP3 take the
 /// node's RESP3 connections, so replies reach them exactly as a RESP3 Redis sends them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lane {
     /// The client's position among the connections.
     pub index: usize,
     /// The client speaks RESP3 (`HELLO 3`).
     pub resp3: bool,
+    /// The client's slot in [`budget::ReplyBudgets`], which its replies are charged to
+    /// ([`budget::NO_CLIENT`] for the proxy's own requests).
+    pub client: u32,
+}
+
+impl Default for Lane {
+    fn default() -> Lane {
+        Lane {
+            index: 0,
+            resp3: false,
+            client: budget::NO_CLIENT,
+        }
+    }
 }
 
 /// How to reach nodes; shared by every pool.
@@ -45,6 +59,9 @@ pub struct Settings {
     /// unreadable after the config was checked) makes every connection attempt fail rather
     /// than fall back to plain TCP.
     pub tls: Option<Result<tokio_rustls::TlsConnector, String>>,
+    /// Reply bytes held per client (`proxy.client_output_limit_bytes`); empty (off) until
+    /// the proxy sets it up.
+    pub budgets: std::sync::Arc<budget::ReplyBudgets>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -73,6 +90,7 @@ impl Settings {
                 Ok(tls) => tls.map(Ok),
                 Err((field, message)) => Some(Err(format!("{field}: {message}"))),
             },
+            budgets: Default::default(),
         }
     }
 

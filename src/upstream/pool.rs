@@ -1,5 +1,6 @@
 //! The connections to one node.
 
+use super::budget::ReplyBudgets;
 use super::connection::{supervise, Job, ReplyResult};
 use super::{Lane, Settings};
 use crate::error::UpstreamError;
@@ -47,26 +48,26 @@ impl NodePool {
     }
 
     /// Queues a request on the client's lane; the reply arrives on the returned receiver.
-    pub fn send(&self, lane: Lane, payload: Bytes, asking: bool) -> oneshot::Receiver<ReplyResult> {
+    pub fn send(&self, lane: Lane, payload: Bytes, asking: bool) -> ReplyRx {
         self.send_frames(lane, payload, asking, 1)
     }
 
     /// Like [`NodePool::send`] for a payload of several commands that must reach the node
     /// back to back (`MULTI … EXEC`); the reply is their `frames` replies, concatenated.
-    pub fn send_frames(
-        &self,
-        lane: Lane,
-        payload: Bytes,
-        asking: bool,
-        frames: usize,
-    ) -> oneshot::Receiver<ReplyResult> {
+    pub fn send_frames(&self, lane: Lane, payload: Bytes, asking: bool, frames: usize) -> ReplyRx {
         self.requests.inc();
         let (reply, rx) = oneshot::channel();
+        let rx = ReplyRx {
+            rx,
+            client: lane.client,
+            budgets: self.settings.budgets.clone(),
+        };
         let job = Job {
             payload,
             asking,
             frames,
             reply,
+            client: lane.client,
         };
         let lanes = match lane.resp3 {
             false => &self.lanes,
@@ -107,9 +108,41 @@ fn spawn_lanes(
         .collect()
 }
 
+/// Where one request's reply arrives. The node connection charged the reply's bytes to the
+/// client ([`super::budget`]); taking it from here (or dropping it unread) releases them.
+#[derive(Debug)]
+pub struct ReplyRx {
+    rx: oneshot::Receiver<ReplyResult>,
+    client: u32,
+    budgets: Arc<ReplyBudgets>,
+}
+
+impl std::future::Future for ReplyRx {
+    type Output = Result<ReplyResult, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let polled = std::pin::Pin::new(&mut self.rx).poll(cx);
+        if let std::task::Poll::Ready(Ok(Ok(reply))) = &polled {
+            self.budgets.release(self.client, reply.len());
+        }
+        polled
+    }
+}
+
+impl Drop for ReplyRx {
+    fn drop(&mut self) {
+        if let Ok(Ok(reply)) = self.rx.try_recv() {
+            self.budgets.release(self.client, reply.len());
+        }
+    }
+}
+
 /// Waits for a reply from `addr`. No timer here: the connection answers a request that
 /// waited longer than `cluster.request_timeout_ms` with [`UpstreamError::Timeout`] itself.
-pub async fn wait(addr: &Arc<str>, rx: oneshot::Receiver<ReplyResult>) -> ReplyResult {
+pub async fn wait(addr: &Arc<str>, rx: ReplyRx) -> ReplyResult {
     rx.await.unwrap_or_else(|_| Err(lost(addr)))
 }
 
