@@ -322,18 +322,47 @@ impl Cluster {
     /// Waits until every node reports `cluster_state:ok`, knows every node, and agrees on the
     /// owner of every slot.
     pub fn wait_consistent(&self) {
-        wait_until(
-            Duration::from_secs(30),
-            "the cluster to become consistent",
-            || {
-                let views: Vec<Option<Vec<(i64, i64, u16)>>> = self
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let views: Vec<Option<Vec<(i64, i64, u16)>>> = self
+                .nodes
+                .iter()
+                .map(|n| node_view(n, self.nodes.len()))
+                .collect();
+            if views.iter().all(|v| v.is_some()) && views.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            if Instant::now() > deadline {
+                // Say why, so that a rare failure explains itself.
+                let states: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|n| node_view(n, self.nodes.len()))
+                    .zip(&views)
+                    .map(|(n, v)| {
+                        let info: String = n.try_cmd(&["CLUSTER", "INFO"]).unwrap_or_default();
+                        let pick = |k: &str| {
+                            info.lines()
+                                .find(|l| l.starts_with(k))
+                                .unwrap_or("")
+                                .trim()
+                                .to_string()
+                        };
+                        let nodes: String = n.try_cmd(&["CLUSTER", "NODES"]).unwrap_or_default();
+                        format!(
+                            "{}: {} {} view={v:?}\n{nodes}",
+                            n.port,
+                            pick("cluster_state"),
+                            pick("cluster_known_nodes")
+                        )
+                    })
                     .collect();
-                views.iter().all(|v| v.is_some()) && views.windows(2).all(|w| w[0] == w[1])
-            },
-        );
+                panic!(
+                    "timed out after 60 s waiting for the cluster to become consistent:\n{}",
+                    states.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Kills node `index` (SIGKILL); it keeps its port and its nodes.conf for [`Cluster::restart`].
