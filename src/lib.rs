@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod error;
 pub mod failpoint;
 pub mod fuzzing;

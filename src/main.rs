@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use slotproxy::config::{Config, Overrides};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ const EXIT_START: u8 = 69;
 /// A transparent resharding proxy for Redis Cluster: cluster-unaware clients connect to it as
 /// to one Redis server.
 #[derive(Debug, Parser)]
-#[command(name = "slotproxy", version)]
+#[command(name = "slotproxy", version, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// TOML config file (see config/slotproxy.toml for every option); defaults apply without it.
     #[arg(long, short = 'c', value_name = "FILE")]
@@ -34,10 +34,23 @@ struct Cli {
     /// 64 with the file, line and field otherwise.
     #[arg(long)]
     check: bool,
+    /// Without a subcommand, slotproxy runs the proxy.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Operate a running proxy through its admin API: status, check, fix, add-node,
+    /// drain, del-node, reshard, rebalance, watch, jobs, pause, resume, cancel.
+    Ctl(slotproxy::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Ctl(args)) = cli.command {
+        return slotproxy::ctl::run(args);
+    }
     let overrides = Overrides {
         listen: cli.listen,
         admin_listen: cli.admin_listen,

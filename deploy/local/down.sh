@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stops what deploy/local/up.sh started (slotproxy and the nodes on 7000-7003) and removes
+# Stops what deploy/local/up.sh started (slotproxy and the nodes on 7000-7004) and removes
 # their state, so the next up.sh starts a fresh cluster.
 set -uo pipefail
 
@@ -15,7 +15,7 @@ if [ -f "$RUN/slotproxy.pid" ]; then
     kill -KILL "$pid" 2>/dev/null || true
   fi
 fi
-for port in 7000 7001 7002 7003; do
+for port in 7000 7001 7002 7003 7004; do
   pidfile="$RUN/$port/redis.pid"
   [ -f "$pidfile" ] || continue
   pid=$(cat "$pidfile")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts the local demo: a Redis Cluster of 3 masters on 127.0.0.1:7000-7002, one empty spare
-# master on 7003 (joined, no slots), and slotproxy on 127.0.0.1:6380 (admin on :9180).
+# master on 7003 (joined, no slots), one more cluster-enabled redis-server on 7004 that is not
+# part of the cluster (for `slotproxy ctl add-node`), and slotproxy on 127.0.0.1:6380 (admin
+# on :9180).
 # Installs redis-server when it is missing. Safe to run again: running nodes are kept, the
 # proxy is rebuilt and restarted. Stop everything with deploy/local/down.sh.
 set -euo pipefail
@@ -9,6 +11,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUN="$ROOT/deploy/local/.run"
 MASTERS=(7000 7001 7002)
 SPARE=7003
+LOOSE=7004
 PROXY_PORT=6380
 ADMIN_PORT=9180
 
@@ -55,14 +58,14 @@ ensure_redis
 ensure_cargo
 command -v curl >/dev/null 2>&1 || die "curl not found: apt-get install -y curl"
 mkdir -p "$RUN"
-for p in "${MASTERS[@]}" "$SPARE"; do start_node "$p"; done
+for p in "${MASTERS[@]}" "$SPARE" "$LOOSE"; do start_node "$p"; done
 create_demo_cluster
 start_proxy
 
 cat <<MSG
 
 slotproxy is running on 127.0.0.1:$PROXY_PORT in front of the cluster 127.0.0.1:7000-7002
-(spare empty master on 7003). Logs: $RUN/slotproxy.log
+(spare empty master on 7003; 7004 runs outside the cluster). Logs: $RUN/slotproxy.log
 
 Try:
   redis-cli -p $PROXY_PORT set foo bar
@@ -79,6 +82,12 @@ Rebalance onto the spare 7003 while clients keep working:
   curl -s -XPOST 127.0.0.1:$ADMIN_PORT/rebalance -d '{"use_empty_masters":true}'
   curl -s 127.0.0.1:$ADMIN_PORT/migrations
   redis-cli --cluster check 127.0.0.1:7000
+
+Or with the operator CLI (see README, "Operating"):
+  target/release/slotproxy ctl status
+  target/release/slotproxy ctl add-node 127.0.0.1:$LOOSE
+  target/release/slotproxy ctl rebalance --use-empty-masters
+  target/release/slotproxy ctl check
 
 Stop everything: deploy/local/down.sh
 MSG

@@ -86,6 +86,9 @@ pub async fn cluster(state: &AdminState) -> Result<Reply, ApiError> {
     };
     let fresh = fresh_map(state).await?;
     let map = &fresh;
+    let addrs: Vec<String> = map.nodes.iter().map(|n| n.addr.clone()).collect();
+    let keys = super::node_routes::key_counts(state, &addrs).await;
+    let (replicas, open_slots) = super::node_routes::topology_details(state, &addrs).await;
     let nodes: Vec<_> = map
         .nodes
         .iter()
@@ -97,6 +100,21 @@ pub async fn cluster(state: &AdminState) -> Result<Reply, ApiError> {
                 "addr": n.addr,
                 "slots": ranges::format(&slots),
                 "slot_count": slots.len(),
+                "keys": keys.get(i).copied().flatten(),
+                "replicas": replicas.get(i).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    let active: Vec<_> = state
+        .migrations
+        .jobs()
+        .iter()
+        .filter(|j| !j.lock().state.is_final())
+        .map(|j| {
+            let p = j.lock();
+            serde_json::json!({
+                "id": j.id, "kind": j.kind, "state": p.state,
+                "slots_done": p.slots_done, "slots_total": j.slots_total,
             })
         })
         .collect();
@@ -107,6 +125,8 @@ pub async fn cluster(state: &AdminState) -> Result<Reply, ApiError> {
             "covered_slots": map.covered(),
             "server_version": &*snapshot.server_version,
             "nodes": nodes,
+            "open_slots": open_slots,
+            "active_jobs": active,
             "migration_lease_holder": state.migrations.lease.is_held().then(|| state.migrations.lease.holder()),
             "repairs": state.migrations.repairs(),
         }),

@@ -28,8 +28,13 @@ pub enum SlotList {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateMigration {
-    /// The slots to move.
-    pub slots: SlotList,
+    /// The slots to move (or give `count`).
+    #[serde(default)]
+    pub slots: Option<SlotList>,
+    /// How many of the source's slots to move, lowest first (instead of `slots`), like
+    /// `redis-cli --cluster reshard --cluster-slots N`.
+    #[serde(default)]
+    pub count: Option<usize>,
     /// Source master (id or host:port).
     pub from: String,
     /// Target master (id or host:port).
@@ -66,11 +71,35 @@ impl Default for Rebalance {
 
 /// `POST /migrations`.
 pub async fn create(state: &AdminState, body: CreateMigration) -> Result<Reply, ApiError> {
-    let slots = match &body.slots {
-        SlotList::Text(t) => {
+    let map = planning_map(state).await?;
+    let (from_index, from) = resolve_node(&map, &body.from)?;
+    let slots = match (&body.slots, body.count) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "give either slots or count, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad_request(
+                "slots: no slot given (or give count)",
+            ))
+        }
+        (None, Some(0)) => return Err(ApiError::bad_request("count: must be at least 1")),
+        (None, Some(count)) => {
+            let owned = map.slots_of(from_index);
+            if owned.len() < count {
+                return Err(ApiError::bad_request(format!(
+                    "count: {} owns only {} slots",
+                    from.addr,
+                    owned.len()
+                )));
+            }
+            owned[..count].to_vec()
+        }
+        (Some(SlotList::Text(t)), None) => {
             ranges::parse(t).map_err(|e| ApiError::bad_request(format!("slots: {e}")))?
         }
-        SlotList::Numbers(n) => {
+        (Some(SlotList::Numbers(n)), None) => {
             let text = n
                 .iter()
                 .map(|s| s.to_string())
@@ -82,8 +111,6 @@ pub async fn create(state: &AdminState, body: CreateMigration) -> Result<Reply, 
     if slots.is_empty() {
         return Err(ApiError::bad_request("slots: no slot given"));
     }
-    let map = planning_map(state).await?;
-    let (from_index, from) = resolve_node(&map, &body.from)?;
     let (_, to) = resolve_node(&map, &body.to)?;
     if from.id == to.id {
         return Err(ApiError::bad_request("from and to name the same node"));

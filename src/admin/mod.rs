@@ -13,13 +13,17 @@
 //! - `POST /migrations/{id}/pause|resume|cancel`.
 //! - `POST /nodes` — `CLUSTER MEET` a new empty master.
 //! - `POST /nodes/{id}/drain` — move every slot of a master to the others.
+//! - `DELETE /nodes/{id}` — make the cluster forget an empty node (then reset it).
+//! - `GET /cluster/check` — every master's view compared, coverage, open slots.
+//! - `POST /cluster/fix` — repair the open slots no job is moving.
 //!
-//! `POST` routes require `Authorization: Bearer <admin.token>` when a token is configured.
+//! `POST` and `DELETE` routes require `Authorization: Bearer <admin.token>` when a token is configured.
 //! Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
 
 mod cluster_routes;
 mod http;
 mod migration_routes;
+mod node_routes;
 mod slot_routes;
 
 use crate::cluster::Topology;
@@ -82,7 +86,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let parts: Vec<&str> = path.split('/').skip(1).collect();
-    if method == Method::POST && !authorized(state, &req) {
+    if method != Method::GET && !authorized(state, &req) {
         let mut reply = error(
             StatusCode::UNAUTHORIZED,
             "this route needs the header `Authorization: Bearer <admin.token>`",
@@ -111,6 +115,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
             Ok(response)
         }
         (&Method::GET, ["cluster"]) => cluster_routes::cluster(state).await,
+        (&Method::GET, ["cluster", "check"]) => node_routes::check(state).await,
+        (&Method::POST, ["cluster", "fix"]) => node_routes::fix(state).await,
+        (&Method::DELETE, ["nodes", id]) => {
+            let id = id.to_string();
+            node_routes::delete(state, &id).await
+        }
         (&Method::GET, ["slots", "stats"]) => {
             let query = req.uri().query().map(str::to_string);
             slot_routes::stats(state, query.as_deref()).await

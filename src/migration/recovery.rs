@@ -434,3 +434,61 @@ async fn hand_back(
     }
     Ok(moved)
 }
+
+/// What [`fix_open_slots`] did.
+#[derive(Debug, Default)]
+pub struct FixReport {
+    /// Open slots found.
+    pub open_before: usize,
+    /// What was repaired, slot by slot.
+    pub notes: Vec<String>,
+    /// Open slots left alone because an unfinished job is moving them.
+    pub skipped: Vec<u16>,
+    /// Slots still open afterwards.
+    pub still_open: Vec<u16>,
+}
+
+/// Repairs every open slot that no unfinished job is moving, now (the operator asked: no
+/// grace period), under the migration lease.
+pub async fn fix_open_slots(
+    service: &Arc<Migrations>,
+) -> Result<FixReport, super::service::ApiError> {
+    service.lease.acquire().await?;
+    let result = fix_locked(service).await;
+    service.lease.release().await;
+    let report = result.map_err(super::service::ApiError::unavailable)?;
+    for note in &report.notes {
+        service.note_repair(note.clone());
+    }
+    Ok(report)
+}
+
+async fn fix_locked(service: &Arc<Migrations>) -> Result<FixReport, String> {
+    let open = open_slots(service).await?;
+    let busy: std::collections::BTreeSet<u16> = service
+        .jobs()
+        .iter()
+        .filter(|j| !j.lock().state.is_final())
+        .flat_map(|j| j.pending_slots())
+        .collect();
+    let mut report = FixReport {
+        open_before: open.len(),
+        ..FixReport::default()
+    };
+    let mut conns = Conns::new(service.ctx.settings.clone());
+    for (slot, state) in &open {
+        if busy.contains(slot) {
+            report.skipped.push(*slot);
+            continue;
+        }
+        report
+            .notes
+            .extend(repair(service, &mut conns, *slot, state).await);
+    }
+    report.still_open = open_slots(service)
+        .await?
+        .into_keys()
+        .filter(|s| !report.skipped.contains(s))
+        .collect();
+    Ok(report)
+}

@@ -231,6 +231,20 @@ impl Migrations {
         m.migration_lease_held.set(i64::from(self.lease.is_held()));
     }
 
+    /// The unfinished job (if any) that still moves slots from or to node `id`.
+    pub fn job_using(&self, id: &str) -> Option<String> {
+        self.registry().active.iter().find_map(|job| {
+            let p = job.lock();
+            let uses = p
+                .queue
+                .iter()
+                .chain(p.in_flight.iter())
+                .chain(p.open.iter())
+                .any(|m| m.from == id || m.to == id);
+            uses.then(|| job.id.clone())
+        })
+    }
+
     /// Checks that no unfinished job already covers one of `moves`' slots.
     pub fn check_conflicts(&self, moves: &[SlotMove]) -> Result<(), ApiError> {
         for job in &self.registry().active {
