@@ -32,6 +32,19 @@ pub struct Config {
     pub log: LogSection,
     /// `[tls]`
     pub tls: TlsSection,
+    /// `[compat]`
+    pub compat: CompatSection,
+}
+
+/// `[compat]`: what the proxy lets clients do beyond what is safe for every client.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompatSection {
+    /// Let clients run node administration through the proxy: `CONFIG SET|RESETSTAT|REWRITE`
+    /// on every node, `DEBUG` (by key, or on every master; the crashing subcommands stay
+    /// refused), `SLOWLOG`, `LATENCY`, `MEMORY STATS|DOCTOR|…` and per-node `INFO`
+    /// sections. Off by default: any client could then reconfigure every node.
+    pub admin_commands: bool,
 }
 
 /// `[proxy]`: what clients connect to.

@@ -139,6 +139,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         scripts: proxy::scripts::ScriptCache::default(),
         auth: config.auth.clone(),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
+        admin_commands: config.compat.admin_commands,
         idle_timeout: (config.proxy.idle_timeout_secs > 0)
             .then(|| Duration::from_secs(config.proxy.idle_timeout_secs)),
         clients: Default::default(),

@@ -20,7 +20,9 @@ fn render(table: &CommandTable, version: &str) -> String {
         "Status: **routed** to the node owning the keys' slot (keyless: a master), **split** by \
          slot and joined, **fan-out** to every master and joined, **pinned** (transactions, \
          blocking commands, Pub/Sub: a connection or state of the client's own), **local** \
-         (answered by the proxy), **refused** (with the reason).\n\n",
+         (answered by the proxy), **admin mode** (node administration, run across the cluster \
+         only with `[compat] admin_commands = true`, refused otherwise), **refused** (with the \
+         reason).\n\n",
     );
     out.push_str("| command | writes | status | how, or why not |\n|---|---|---|---|\n");
     for info in table.all() {

@@ -153,7 +153,7 @@ fn errors_are_precise_and_named() {
         &["SWAPDB", "0", "1"],
     ] {
         let message = err(&mut con, refused);
-        let name = if refused[0] == "CLUSTER" || refused[0] == "CONFIG" {
+        let name = if ["CLUSTER", "CONFIG", "DEBUG"].contains(&refused[0]) {
             format!("{} {}", refused[0], refused[1])
         } else {
             refused[0].to_string()

@@ -23,6 +23,12 @@ for port in 7000 7001 7002 7003 7004; do
     echo "down.sh: stopping redis-server on $port"
     redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid"
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # A node that refused SHUTDOWN (a password was set on it, say) is stopped anyway.
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
   fi
 done
 rm -rf "$RUN"

@@ -16,10 +16,12 @@
 //! - `DELETE /nodes/{id}` — make the cluster forget an empty node (then reset it).
 //! - `GET /cluster/check` — every master's view compared, coverage, open slots.
 //! - `POST /cluster/fix` — repair the open slots no job is moving.
+//! - `POST /call` — one command on every master, replica or node; answers per node.
 //!
 //! `POST` and `DELETE` routes require `Authorization: Bearer <admin.token>` when a token is configured.
 //! Errors are JSON `{"error": "…"}` with a 4xx/5xx status.
 
+mod call_routes;
 mod cluster_routes;
 mod http;
 mod migration_routes;
@@ -117,6 +119,10 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
         (&Method::GET, ["cluster"]) => cluster_routes::cluster(state).await,
         (&Method::GET, ["cluster", "check"]) => node_routes::check(state).await,
         (&Method::POST, ["cluster", "fix"]) => node_routes::fix(state).await,
+        (&Method::POST, ["call"]) => match read_json(req).await {
+            Ok(body) => call_routes::call(state, body).await,
+            Err(e) => Err(e),
+        },
         (&Method::DELETE, ["nodes", id]) => {
             let id = id.to_string();
             node_routes::delete(state, &id).await

@@ -1,6 +1,6 @@
 //! `slotproxy ctl`: the operator's command line over a running proxy's admin API, with the
 //! verbs of `redis-cli --cluster` (`check`, `fix`, `reshard`, `rebalance`, `add-node`,
-//! `del-node`) and a live view of the proxy's own migration jobs.
+//! `del-node`, `call`) and a live view of the proxy's own migration jobs.
 //!
 //! Every verb is a few admin requests ([`client`]); what it prints is in [`render`], the live
 //! progress in [`watch`]. Exit codes: 0 success (for `check`: a clean cluster), 1 a job that
@@ -141,6 +141,15 @@ pub enum Verb {
         /// Job id.
         job: String,
     },
+    /// Run one command on every master (or replica, or node), like `redis-cli --cluster call`.
+    Call {
+        /// masters, replicas or all.
+        #[arg(long, default_value = "masters", value_parser = ["masters", "replicas", "all"])]
+        nodes: String,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 /// Runs `slotproxy ctl …` and returns the exit code.
@@ -278,6 +287,18 @@ async fn dispatch(client: &AdminClient, verb: Verb, json_out: bool) -> Result<Ex
         }
         Verb::Pause { job } => job_action(client, &job, "pause", json_out).await,
         Verb::Cancel { job } => job_action(client, &job, "cancel", json_out).await,
+        Verb::Call { nodes, command } => {
+            let answer = client
+                .post("/call", &json!({ "command": command, "nodes": nodes }))
+                .await?;
+            print(&answer, json_out, render::call);
+            let failed = answer["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|n| n.get("error").is_some());
+            Ok(clean(!failed))
+        }
         Verb::Resume { job, no_watch } => {
             let resumed = client
                 .post(&format!("/migrations/{job}/resume"), &json!({}))

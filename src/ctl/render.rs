@@ -233,6 +233,29 @@ pub fn plan(plan: &Value) -> String {
     out
 }
 
+/// `ctl call`: one line per node (`addr (role): reply`); text replies of several lines
+/// follow their node's line.
+pub fn call(answer: &Value) -> String {
+    let mut out = String::new();
+    for node in answer["nodes"].as_array().into_iter().flatten() {
+        let head = format!("{} ({})", text(&node["addr"]), text(&node["role"]));
+        let body = match (node.get("error"), &node["reply"]) {
+            (Some(e), _) => format!("error: {}", text(e)),
+            (None, Value::Object(o)) if o.contains_key("error") => {
+                format!("error: {}", text(&o["error"]))
+            }
+            (None, Value::String(s)) => s.clone(),
+            (None, other) => other.to_string(),
+        };
+        if body.contains('\n') {
+            out.push_str(&format!("{head}:\n{}\n", body.trim_end()));
+        } else {
+            out.push_str(&format!("{head}: {body}\n"));
+        }
+    }
+    out
+}
+
 /// One line for a job's progress (the non-TTY form of `watch`).
 pub fn progress_line(job: &Value) -> String {
     let eta = match job["eta_seconds"].as_f64() {

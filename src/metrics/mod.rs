@@ -32,6 +32,8 @@ pub const IDLE_TIMEOUTS: &str = "slotproxy_client_idle_timeouts_total";
 pub const AUTH_FAILURES: &str = "slotproxy_client_auth_failures_total";
 /// Subscribers disconnected for falling behind their messages.
 pub const PUBSUB_OUTPUT_LIMIT: &str = "slotproxy_pubsub_output_limit_disconnects_total";
+/// `CONFIG GET`s the masters answered differently (admin mode).
+pub const CONFIG_DISAGREEMENTS: &str = "slotproxy_config_disagreements_total";
 /// Clients disconnected because the replies held for them passed the output limit.
 pub const CLIENT_OUTPUT_LIMIT: &str = "slotproxy_client_output_limit_disconnects_total";
 /// Bytes read from clients.
@@ -122,6 +124,8 @@ pub struct Metrics {
     pub pubsub_output_limit_disconnects: IntCounter,
     /// See [`CLIENT_OUTPUT_LIMIT`].
     pub client_output_limit_disconnects: IntCounter,
+    /// See [`CONFIG_DISAGREEMENTS`].
+    pub config_disagreements: IntCounter,
     /// See [`CLIENT_BYTES_RECEIVED`].
     pub client_bytes_received: IntCounter,
     /// See [`CLIENT_BYTES_SENT`].
@@ -220,6 +224,10 @@ impl Metrics {
             pubsub_output_limit_disconnects: counter(
                 PUBSUB_OUTPUT_LIMIT,
                 "Subscribers disconnected because their unsent messages passed proxy.pubsub_output_limit_bytes.",
+            ),
+            config_disagreements: counter(
+                CONFIG_DISAGREEMENTS,
+                "CONFIG GETs (with [compat] admin_commands) the masters answered differently; the first master's value was returned.",
             ),
             client_output_limit_disconnects: counter(
                 CLIENT_OUTPUT_LIMIT,

@@ -88,6 +88,8 @@ pub enum Policy {
     Wait,
     /// The (un)subscribe commands: kept by the proxy, served by subscriber connections.
     PubSub(PubSubCommand),
+    /// Node administration, allowed with `[compat] admin_commands`.
+    Admin(Admin),
 }
 
 /// The commands that change a client's subscriptions.
@@ -141,10 +143,42 @@ pub enum Refusal {
     ClusterAdmin,
     /// Needs a connection pinned to one node (transactions, blocking, Pub/Sub): not yet built.
     NotYetSupported,
-    /// Node administration that needs `[compat] admin_commands` (not yet built).
+    /// Node administration that is never allowed through the proxy (ACL, MODULE, SAVE …).
     NodeAdmin,
     /// Needs several databases; a cluster has only db 0.
     MultiDb,
+    /// Node administration that `[compat] admin_commands` allows; refused without it.
+    AdminMode,
+}
+
+/// Node administration the proxy runs for trusted clients (`[compat] admin_commands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// CONFIG GET: any master; with admin mode, every master is asked and compared.
+    ConfigGet,
+    /// CONFIG SET | RESETSTAT | REWRITE: every node, masters and replicas.
+    ConfigAllNodes,
+    /// DEBUG: by key, on every master, or refused, by subcommand.
+    Debug,
+    /// SLOWLOG GET [n]: every master's entries, newest first, with the node's address.
+    SlowlogGet,
+    /// SLOWLOG LEN: the sum.
+    SlowlogLen,
+    /// SLOWLOG RESET, LATENCY RESET, MEMORY PURGE: every master.
+    AllMasters,
+    /// LATENCY DOCTOR | GRAPH | HISTOGRAM, MEMORY STATS | DOCTOR | MALLOC-STATS: each
+    /// master's reply, labelled with its address.
+    PerNode,
+    /// LATENCY LATEST | HISTORY: every master's entries in one list, each with the node's
+    /// address appended.
+    Merged,
+}
+
+/// The error for an admin command while `[compat] admin_commands` is off.
+pub fn admin_mode_refusal(upper: &str) -> String {
+    format!(
+        "ERR command '{upper}' is not allowed through slotproxy: it administers the nodes; set [compat] admin_commands = true to let trusted clients run it"
+    )
 }
 
 impl Refusal {
@@ -161,6 +195,7 @@ impl Refusal {
             Refusal::NodeAdmin => format!(
                 "ERR command '{upper}' is not allowed through slotproxy: it administers single nodes"
             ),
+            Refusal::AdminMode => admin_mode_refusal(&upper),
             Refusal::MultiDb => {
                 format!("ERR command '{upper}' is not allowed in cluster mode: only database 0 exists")
             }
@@ -183,6 +218,8 @@ impl Policy {
                 "pinned"
             }
             Policy::Local(_) => "local",
+            Policy::Admin(self::Admin::ConfigGet) => "routed",
+            Policy::Refused(Refusal::AdminMode) | Policy::Admin(_) => "admin mode",
             Policy::Refused(_) => "refused",
         }
     }
@@ -215,6 +252,20 @@ impl Policy {
             }
             Policy::Refused(Refusal::NodeAdmin) => "refused: administers single nodes".into(),
             Policy::Refused(Refusal::MultiDb) => "refused: only database 0 exists".into(),
+            Policy::Refused(Refusal::AdminMode) => "refused without `[compat] admin_commands`".into(),
+            Policy::Admin(admin) => format!(
+                "with `[compat] admin_commands`: {}; refused otherwise",
+                match admin {
+                    Admin::ConfigGet => return "any master; with `[compat] admin_commands`, every master is asked and a disagreement is counted and logged".into(),
+                    Admin::ConfigAllNodes => "every node, masters and replicas; +OK only when all succeed",
+                    Admin::Debug => "by key (OBJECT, DIGEST-VALUE, SDSLEN, LISTPACK, QUICKLIST, ZIPLIST), every master (SET-ACTIVE-EXPIRE, SLEEP, JMAP, …); RELOAD, RESTART, CRASH-AND-RECOVER, SEGFAULT, PANIC, ASSERT, OOM, POPULATE, SET-DISABLE-DENY-SCRIPTS, CHANGE-REPL-ID refused",
+                    Admin::SlowlogGet => "every master, merged newest first, each entry with its node's address",
+                    Admin::SlowlogLen => "every master, summed",
+                    Admin::AllMasters => "every master",
+                    Admin::PerNode => "every master, one labelled reply per node",
+                    Admin::Merged => "every master, one list, each entry with its node's address",
+                }
+            ),
             Policy::Refused(Refusal::NotYetSupported) => "not supported yet".into(),
             Policy::Transaction(TxnCommand::Multi | TxnCommand::Exec) => {
                 "transaction: queued by the proxy, run as one block on the keys' node".into()
@@ -273,7 +324,9 @@ fn policy_override(name: &str) -> Option<Policy> {
         "flushall" | "flushdb" => AllMasters(AllOk),
         "keys" => AllMasters(Concat),
         "randomkey" => AllMasters(FirstNonNil),
-        "config|get" | "command" | "acl|whoami" | "acl|cat" => Keyed,
+        "command" | "acl|whoami" | "acl|cat" | "config|help" | "slowlog|help" | "latency|help"
+        | "memory|help" => Keyed,
+        "config|get" => Admin(self::Admin::ConfigGet),
         "scan" => Scan,
         // Scripts and functions live on every master, so any node can run them.
         "script|load" | "function|load" => AllMasters(FirstNonNil),
@@ -310,19 +363,20 @@ fn policy_override(name: &str) -> Option<Policy> {
         "sunsubscribe" => PubSub(PubSubCommand::SUnsubscribe),
         "monitor" => Local(self::Local::Monitor),
         "waitaof" => Refused(Refusal::NotYetSupported),
-        "debug"
-        | "config"
-        | "acl"
-        | "module"
-        | "latency"
-        | "slowlog"
-        | "bgsave"
-        | "save"
-        | "bgrewriteaof"
+        "config|set" | "config|resetstat" | "config|rewrite" => Admin(self::Admin::ConfigAllNodes),
+        "debug" => Admin(self::Admin::Debug),
+        "slowlog|get" => Admin(self::Admin::SlowlogGet),
+        "slowlog|len" => Admin(self::Admin::SlowlogLen),
+        "slowlog|reset" | "latency|reset" | "memory|purge" => Admin(self::Admin::AllMasters),
+        "latency|latest" | "latency|history" => Admin(self::Admin::Merged),
+        "latency|doctor"
+        | "latency|graph"
+        | "latency|histogram"
         | "memory|stats"
         | "memory|doctor"
-        | "memory|malloc-stats"
-        | "memory|purge" => Refused(Refusal::NodeAdmin),
+        | "memory|malloc-stats" => Admin(self::Admin::PerNode),
+        "slowlog" | "latency" | "config" => Refused(Refusal::AdminMode),
+        "acl" | "module" | "bgsave" | "save" | "bgrewriteaof" => Refused(Refusal::NodeAdmin),
         "swapdb" | "move" => Refused(Refusal::MultiDb),
         _ => return None,
     })
@@ -605,11 +659,11 @@ mod tests {
     fn subcommand_policies() {
         let t = table();
         assert!(
-            matches!(t.lookup(&args("CONFIG GET x")), Lookup::Found(i) if i.policy == Policy::Keyed)
+            matches!(t.lookup(&args("CONFIG GET x")), Lookup::Found(i) if i.policy == Policy::Admin(Admin::ConfigGet))
         );
         assert!(matches!(
             t.lookup(&args("config set a b")),
-            Lookup::Found(i) if i.policy == Policy::Refused(Refusal::NodeAdmin)
+            Lookup::Found(i) if i.policy == Policy::Admin(Admin::ConfigAllNodes)
         ));
         assert!(matches!(
             t.lookup(&args("CONFIG nope")),

@@ -186,6 +186,7 @@ fn route(
         Policy::Transaction(_) | Policy::Blocking(_) | Policy::Wait | Policy::PubSub(_) => {
             CommandGroup::Pinned
         }
+        Policy::Admin(_) => CommandGroup::FanOut,
     };
     // RESP2's subscribed mode; a RESP3 client may run any command while subscribed.
     if !client.resp3 && client.pubsub.as_ref().is_some_and(|p| p.active()) {
@@ -230,6 +231,7 @@ fn answer(
     match info.policy {
         Policy::Local(kind) => local_command(shared, client, lane, kind, request, snapshot),
         Policy::Refused(refusal) => ready(reply::error(&refusal.message(&info.name))),
+        Policy::Admin(admin) => super::admin_cmd::answer(shared, lane, snapshot, admin, request),
         Policy::Transaction(command) => {
             let router = &shared.router;
             match command {
@@ -440,7 +442,8 @@ fn send_for_slot(
     send(shared, lane, slot.map(Target::Slot), payload, write)
 }
 
-fn send(
+/// Sends one command to the slot's owner (`None`: any master).
+pub(super) fn send(
     shared: &Arc<Shared>,
     lane: Lane,
     target: Option<Target>,

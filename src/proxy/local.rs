@@ -212,14 +212,8 @@ pub async fn info(
     }
     let need_nodes = wanted("memory") || wanted("keyspace");
     let node_infos = if need_nodes {
-        let payload = encode_command(&["INFO", "memory", "keyspace"]);
-        let replies = futures_util::future::join_all(
-            snapshot
-                .masters()
-                .iter()
-                .map(|p| shared.router.send_to_node(p, lane, payload.clone())),
-        )
-        .await;
+        let replies =
+            info_of_masters(&shared, &snapshot, lane, &["INFO", "memory", "keyspace"]).await;
         replies
             .iter()
             .filter_map(|r| scan::string(r).map(|s| String::from_utf8_lossy(s).into_owned()))
@@ -295,7 +289,82 @@ pub async fn info(
             let _ = write!(out, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
+    if shared.admin_commands {
+        out.push_str(&per_node_sections(&shared, &snapshot, lane, &sections).await);
+    }
     reply::verbatim(&out, lane.resp3)
+}
+
+/// `args` (an INFO command) sent to every master; the replies in master order.
+async fn info_of_masters(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    lane: Lane,
+    args: &[&str],
+) -> Vec<Bytes> {
+    let payload = encode_command(args);
+    futures_util::future::join_all(
+        snapshot
+            .masters()
+            .iter()
+            .map(|p| shared.router.send_to_node(p, lane, payload.clone())),
+    )
+    .await
+}
+
+/// INFO sections that describe one node and make no sense summed.
+const NODE_SECTIONS: &[&str] = &[
+    "memory",
+    "persistence",
+    "cpu",
+    "commandstats",
+    "errorstats",
+    "latencystats",
+];
+
+/// With `[compat] admin_commands`: the node sections asked for by name (or with `all` /
+/// `everything`), once per master, each heading followed by the master's address.
+async fn per_node_sections(
+    shared: &Shared,
+    snapshot: &Snapshot,
+    lane: Lane,
+    sections: &[String],
+) -> String {
+    let named: Vec<&str> = NODE_SECTIONS
+        .iter()
+        .copied()
+        .filter(|n| {
+            sections
+                .iter()
+                .any(|s| s == n || s == "all" || s == "everything")
+        })
+        .collect();
+    if named.is_empty() {
+        return String::new();
+    }
+    let mut args = vec!["INFO"];
+    args.extend(named.iter().copied());
+    let replies = info_of_masters(shared, snapshot, lane, &args).await;
+    let mut out = String::new();
+    for (pool, raw) in snapshot.masters().iter().zip(replies) {
+        let text = scan::string(&raw)
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .unwrap_or_default();
+        let text = text.strip_prefix("txt:").unwrap_or(&text);
+        for line in text.split("\r\n") {
+            match line.strip_prefix("# ") {
+                Some(heading) => {
+                    let _ = write!(out, "\r\n# {heading} {}\r\n", pool.addr());
+                }
+                None if !line.is_empty() => {
+                    out.push_str(line);
+                    out.push_str("\r\n");
+                }
+                None => {}
+            }
+        }
+    }
+    out
 }
 
 fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {

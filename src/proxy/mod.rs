@@ -1,6 +1,7 @@
 //! The client side: accept connections, run one session per client, turn each command into
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
+pub mod admin_cmd;
 pub mod auth;
 pub mod blocking;
 pub mod client_cmd;
@@ -55,6 +56,8 @@ pub struct Shared {
     pub auth: crate::config::AuthSection,
     /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
     pub pubsub_output_limit: usize,
+    /// `[compat] admin_commands`: node administration allowed through the proxy.
+    pub admin_commands: bool,
     /// How long a client may stay silent before it is closed (`proxy.idle_timeout_secs`).
     pub idle_timeout: Option<std::time::Duration>,
     /// Connected clients, for CLIENT LIST and CLIENT KILL.

@@ -1,0 +1,402 @@
+//! Node administration for trusted clients (`[compat] admin_commands`): `CONFIG` on every
+//! node, `DEBUG` by key or on every master, `SLOWLOG`, `LATENCY` and `MEMORY` over the whole
+//! cluster. Without the option each of these is refused with one error naming the option
+//! (`CONFIG GET` stays open: it only reads, and tools ask for it when they connect).
+//!
+//! Replicas are reached only by `CONFIG SET|RESETSTAT|REWRITE`, on connections of their own
+//! (the data path talks to masters only): a setting that differs on a replica would come back
+//! after a failover.
+
+use super::dispatch::{send, Action};
+use super::Shared;
+use crate::cluster::nodes;
+use crate::cluster::{key_slot, Snapshot};
+use crate::protocol::command::{admin_mode_refusal, Admin};
+use crate::protocol::{reply, scan, Request};
+use crate::upstream::control::{error_text, ControlConn};
+use crate::upstream::Lane;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use std::sync::Arc;
+
+/// DEBUG subcommands refused even for trusted clients: they restart, crash, empty or
+/// disconnect a node from its replicas, or create keys in slots the node does not own.
+const DEBUG_FORBIDDEN: &[&str] = &[
+    "reload",
+    "restart",
+    "crash-and-recover",
+    "segfault",
+    "panic",
+    "assert",
+    "oom",
+    "set-disable-deny-scripts",
+    "change-repl-id",
+    "populate",
+];
+
+/// Configuration `CONFIG SET` may not change even for trusted clients: it would lock the
+/// proxy (or the replicas) out of the nodes, or move them where nobody finds them.
+const CONFIG_FORBIDDEN: &[&str] = &[
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "port",
+    "tls-port",
+    "bind",
+    "bind-source-addr",
+    "unixsocket",
+    "protected-mode",
+    "aclfile",
+    "cluster-port",
+    "cluster-announce-ip",
+    "cluster-announce-port",
+    "cluster-announce-tls-port",
+    "cluster-announce-bus-port",
+    "cluster-announce-hostname",
+    "cluster-config-file",
+    "tls-cert-file",
+    "tls-key-file",
+    "tls-ca-cert-file",
+    "tls-ca-cert-dir",
+    "tls-auth-clients",
+    "tls-cluster",
+    "tls-replication",
+];
+
+/// The first parameter of a `CONFIG SET` that must not be changed through the proxy.
+fn forbidden_parameter(args: &[Bytes]) -> Option<String> {
+    let is_set = args.get(1).is_some_and(|s| s.eq_ignore_ascii_case(b"set"));
+    if !is_set {
+        return None;
+    }
+    args.iter()
+        .skip(2)
+        .step_by(2)
+        .map(|p| display_bytes(p).to_lowercase())
+        .find(|p| CONFIG_FORBIDDEN.contains(&p.as_str()))
+}
+
+/// DEBUG subcommands about the key in their second argument.
+const DEBUG_KEYED: &[&str] = &[
+    "object",
+    "sdslen",
+    "ziplist",
+    "listpack",
+    "quicklist",
+    "digest-value",
+];
+
+/// Answers an admin command.
+pub fn answer(
+    shared: &Arc<Shared>,
+    lane: Lane,
+    snapshot: &Arc<Snapshot>,
+    admin: Admin,
+    request: Request,
+) -> Action {
+    let args = &request.args;
+    let name = display(args);
+    if admin == Admin::ConfigGet && !shared.admin_commands {
+        return send(shared, lane, None, request.raw, false);
+    }
+    if !shared.admin_commands {
+        return Action::now(reply::error(&admin_mode_refusal(&name)));
+    }
+    let router = shared.router.clone();
+    let masters = snapshot.clone();
+    let per_master = move |payload: Bytes| async move {
+        join_all(masters.masters().iter().map(|pool| {
+            let payload = payload.clone();
+            let router = router.clone();
+            async move {
+                let reply = router.send_to_node(pool, lane, payload).await;
+                (pool.addr().to_string(), reply)
+            }
+        }))
+        .await
+    };
+    match admin {
+        Admin::ConfigGet => {
+            let metrics = shared.metrics.clone();
+            let param = args.get(2).map(|p| display_bytes(p)).unwrap_or_default();
+            Action::later(async move {
+                let replies = per_master(request.raw).await;
+                config_get(replies, &param, &metrics)
+            })
+        }
+        Admin::ConfigAllNodes if forbidden_parameter(args).is_some() => {
+            let param = forbidden_parameter(args).unwrap_or_default();
+            Action::now(reply::error(&format!(
+                "ERR CONFIG SET {param} is not allowed through slotproxy, even with [compat] admin_commands: it would lock the proxy or the replicas out of the nodes, or move them; change it on the nodes themselves (and cluster.* in the proxy's config)"
+            )))
+        }
+        Admin::ConfigAllNodes => {
+            let shared = shared.clone();
+            let snapshot = snapshot.clone();
+            Action::later(async move { every_node(&shared, &snapshot, request.args, &name).await })
+        }
+        Admin::Debug => debug(shared, lane, request, per_master, &name),
+        Admin::SlowlogGet => {
+            let wanted = args
+                .get(2)
+                .and_then(|n| crate::protocol::parse_i64(n))
+                .unwrap_or(10);
+            let payload = crate::protocol::request::encode_command(&["SLOWLOG", "GET", "-1"]);
+            Action::later(async move { slowlog_get(per_master(payload).await, wanted) })
+        }
+        Admin::SlowlogLen | Admin::AllMasters => {
+            Action::later(async move { combine(&name, per_master(request.raw).await) })
+        }
+        Admin::PerNode => {
+            let resp3 = lane.resp3;
+            Action::later(async move { labelled(per_master(request.raw).await, resp3) })
+        }
+        Admin::Merged => Action::later(async move { merged(&name, per_master(request.raw).await) }),
+    }
+}
+
+/// `CONFIG SET foo` as the client wrote it, for messages.
+fn display(args: &[Bytes]) -> String {
+    args.iter()
+        .take(2)
+        .map(|a| display_bytes(a).to_uppercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn display_bytes(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn debug<F, Fut>(
+    shared: &Arc<Shared>,
+    lane: Lane,
+    request: Request,
+    per_master: F,
+    name: &str,
+) -> Action
+where
+    F: FnOnce(Bytes) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Vec<(String, Bytes)>> + Send,
+{
+    let sub = request
+        .args
+        .get(1)
+        .map(|s| display_bytes(s).to_lowercase())
+        .unwrap_or_default();
+    if DEBUG_FORBIDDEN.contains(&sub.as_str()) {
+        return Action::now(reply::error(&format!(
+            "ERR command '{name}' is not allowed through slotproxy, even with [compat] admin_commands: it restarts, crashes or empties a node, or breaks the cluster"
+        )));
+    }
+    if DEBUG_KEYED.contains(&sub.as_str()) {
+        let keys = &request.args[2.min(request.args.len())..];
+        let Some(first) = keys.first() else {
+            return Action::now(reply::error(&format!(
+                "ERR wrong number of arguments for '{name}' command"
+            )));
+        };
+        let slot = key_slot(first);
+        if keys.iter().any(|k| key_slot(k) != slot) {
+            return Action::now(reply::crossslot());
+        }
+        return send(
+            shared,
+            lane,
+            Some(super::router::Target::Slot(slot)),
+            request.raw,
+            false,
+        );
+    }
+    let name = name.to_string();
+    let resp3 = lane.resp3;
+    Action::later(async move {
+        let replies = per_master(request.raw).await;
+        if let Some(same) = unanimous(&replies) {
+            return same;
+        }
+        match failures(&replies) {
+            Some(failed) => reply::error(&format!(
+                "ERR {name} failed on {} of {} masters: {failed}",
+                count_errors(&replies),
+                replies.len()
+            )),
+            None => labelled(replies, resp3),
+        }
+    })
+}
+
+/// `CONFIG GET`: every master's answer; they should agree. The first master's is returned;
+/// a difference is counted and logged.
+fn config_get(
+    replies: Vec<(String, Bytes)>,
+    param: &str,
+    metrics: &crate::metrics::Metrics,
+) -> Bytes {
+    let Some((first_addr, first)) = replies.first().cloned() else {
+        return reply::error("ERR slotproxy: no master is known");
+    };
+    let differ: Vec<&str> = replies
+        .iter()
+        .filter(|(_, r)| *r != first)
+        .map(|(a, _)| a.as_str())
+        .collect();
+    if !differ.is_empty() {
+        metrics.config_disagreements.inc();
+        tracing::warn!(
+            parameter = param,
+            answered_from = %first_addr,
+            differing = ?differ,
+            "CONFIG GET: the masters do not agree; the first master's value was returned"
+        );
+    }
+    first
+}
+
+/// The reply every master gave, when they all gave the same one (`+OK`, or the error
+/// `DEBUG ERROR` was asked to produce).
+fn unanimous(replies: &[(String, Bytes)]) -> Option<Bytes> {
+    let (_, first) = replies.first()?;
+    replies
+        .iter()
+        .all(|(_, r)| r == first)
+        .then(|| first.clone())
+}
+
+/// Every master's array entries in one array, each entry with its node's address appended.
+fn merged(name: &str, replies: Vec<(String, Bytes)>) -> Bytes {
+    if let Some(failed) = failures(&replies) {
+        return reply::error(&format!("ERR {name} failed: {failed}"));
+    }
+    let mut all = Vec::new();
+    for (addr, raw) in &replies {
+        for entry in scan::array_elements(raw).unwrap_or_default() {
+            let mut fields = scan::array_elements(&entry).unwrap_or_default();
+            fields.push(reply::bulk(Bytes::from(addr.clone())));
+            all.push(reply::array_of_raw(&fields));
+        }
+    }
+    reply::array_of_raw(&all)
+}
+
+/// The error texts of the failed replies, as `addr: error; …`, or `None` when none failed.
+fn failures(replies: &[(String, Bytes)]) -> Option<String> {
+    let failed: Vec<String> = replies
+        .iter()
+        .filter_map(|(addr, r)| error_text(r).map(|e| format!("{addr}: {e}")))
+        .collect();
+    (!failed.is_empty()).then(|| failed.join("; "))
+}
+
+fn count_errors(replies: &[(String, Bytes)]) -> usize {
+    replies.iter().filter(|(_, r)| scan::is_error(r)).count()
+}
+
+/// Every master's reply joined: `+OK` when all say so, integers summed, one error naming the
+/// failed nodes otherwise.
+fn combine(name: &str, replies: Vec<(String, Bytes)>) -> Bytes {
+    if let Some(same) = unanimous(&replies).filter(|r| scan::integer(r).is_none()) {
+        return same;
+    }
+    if let Some(failed) = failures(&replies) {
+        return reply::error(&format!(
+            "ERR {name} failed on {} of {} masters: {failed}",
+            count_errors(&replies),
+            replies.len()
+        ));
+    }
+    let integers: Option<Vec<i64>> = replies.iter().map(|(_, r)| scan::integer(r)).collect();
+    match integers {
+        Some(n) => reply::integer(n.iter().sum()),
+        None => reply::ok(),
+    }
+}
+
+/// One reply per master, labelled with its address: text replies become one text with a
+/// heading per node; anything else an array of `[address, reply]` pairs.
+fn labelled(replies: Vec<(String, Bytes)>, resp3: bool) -> Bytes {
+    let texts: Option<Vec<String>> = replies
+        .iter()
+        .map(|(_, r)| {
+            (matches!(r.first(), Some(b'$' | b'=')))
+                .then(|| scan::string(r).map(display_bytes))
+                .flatten()
+        })
+        .collect();
+    if let Some(texts) = texts {
+        let mut out = String::new();
+        for ((addr, _), text) in replies.iter().zip(texts) {
+            let text = text.strip_prefix("txt:").unwrap_or(&text).to_string();
+            out.push_str(&format!("# {addr}\n{}\n\n", text.trim_end()));
+        }
+        return reply::verbatim(&out, resp3);
+    }
+    let pairs: Vec<Bytes> = replies
+        .into_iter()
+        .map(|(addr, r)| reply::array_of_raw(&[reply::bulk(Bytes::from(addr)), r]))
+        .collect();
+    reply::array_of_raw(&pairs)
+}
+
+/// `SLOWLOG GET n`: every master's entries, newest first, each with the node's address
+/// appended; at most `wanted` (all when negative).
+fn slowlog_get(replies: Vec<(String, Bytes)>, wanted: i64) -> Bytes {
+    if let Some(failed) = failures(&replies) {
+        return reply::error(&format!("ERR SLOWLOG GET failed: {failed}"));
+    }
+    let mut entries: Vec<(i64, i64, Bytes)> = Vec::new();
+    for (addr, raw) in &replies {
+        for entry in scan::array_elements(raw).unwrap_or_default() {
+            let mut fields = scan::array_elements(&entry).unwrap_or_default();
+            let id = fields.first().and_then(|f| scan::integer(f)).unwrap_or(0);
+            let at = fields.get(1).and_then(|f| scan::integer(f)).unwrap_or(0);
+            fields.push(reply::bulk(Bytes::from(addr.clone())));
+            entries.push((at, id, reply::array_of_raw(&fields)));
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+    if wanted >= 0 {
+        entries.truncate(wanted as usize);
+    }
+    let raw: Vec<Bytes> = entries.into_iter().map(|(_, _, e)| e).collect();
+    reply::array_of_raw(&raw)
+}
+
+/// `CONFIG SET|RESETSTAT|REWRITE` on every node, masters and replicas: `+OK` only when every
+/// node accepted it, otherwise one error naming each node that did not, and why.
+async fn every_node(shared: &Shared, snapshot: &Snapshot, args: Vec<Bytes>, name: &str) -> Bytes {
+    let settings = shared.router.topology.settings().clone();
+    let timeout = shared.router.request_timeout();
+    let mut addrs: Vec<String> = snapshot.map.nodes.iter().map(|n| n.addr.clone()).collect();
+    if let Some(first) = addrs.first().cloned() {
+        let listed = ControlConn::new(&first, settings.clone())
+            .call(&[b"CLUSTER".as_slice(), b"NODES"], timeout)
+            .await;
+        if let Ok(raw) = listed {
+            let text = scan::string(&raw).map(display_bytes).unwrap_or_default();
+            for line in nodes::parse(&text).unwrap_or_default() {
+                if !line.is_master() && !line.is_unhealthy() && !addrs.contains(&line.addr) {
+                    addrs.push(line.addr);
+                }
+            }
+        }
+    }
+    let replies = join_all(addrs.iter().map(|addr| {
+        let settings = settings.clone();
+        let args = args.clone();
+        async move {
+            let reply = ControlConn::new(addr, settings).call(&args, timeout).await;
+            let reply = reply.unwrap_or_else(|e| reply::error(&format!("ERR {e}")));
+            (addr.clone(), reply)
+        }
+    }))
+    .await;
+    match failures(&replies) {
+        None => reply::ok(),
+        Some(failed) => reply::error(&format!(
+            "ERR {name} failed on {} of {} nodes: {failed}",
+            count_errors(&replies),
+            replies.len()
+        )),
+    }
+}
