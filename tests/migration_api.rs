@@ -354,3 +354,28 @@ fn migration_works_when_the_nodes_require_auth() {
     assert_eq!(done["keys_moved"], 200, "{done}");
     assert!(cluster.open_slots().is_empty());
 }
+
+/// A node whose cluster bus is not at its port + 10000 (`cluster-port`) joins through
+/// `POST /nodes`: the proxy reads the node's own bus port and passes it to `CLUSTER MEET`.
+#[test]
+fn a_node_with_its_own_bus_port_joins() {
+    let cluster = Cluster::start_with(
+        3,
+        0,
+        common::cluster::ClusterOptions {
+            own_bus_ports: true,
+            ..Default::default()
+        },
+    );
+    let loose = cluster.spawn_loose_node();
+    assert_ne!(loose.bus_port, loose.port + 10000);
+    let proxy = TestProxy::start(&cluster);
+    let (status, added) = proxy.admin_post("/nodes", &format!(r#"{{"addr":"{}"}}"#, loose.addr()));
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["id"], loose.id.as_str());
+    let nodes: String = cluster.nodes[0].cmd(&["CLUSTER", "NODES"]);
+    let expected = format!("{}@{}", loose.addr(), loose.bus_port);
+    assert!(nodes.contains(&expected), "{expected} not in\n{nodes}");
+    let (_, view) = proxy.admin_json("/cluster");
+    assert_eq!(view["nodes"].as_array().map(|n| n.len()), Some(4), "{view}");
+}

@@ -167,3 +167,49 @@ fn only_the_lease_holder_migrates_and_the_other_proxy_keeps_serving() {
     assert_eq!(done["state"], "completed", "{done}");
     assert!(cluster.open_slots().is_empty());
 }
+
+/// A repair that hands keys back (a slot importing on a non-owner that holds some of its
+/// keys, the owner no longer migrating) works on a cluster whose nodes require a password:
+/// the hand-back's `MIGRATE` logs in to the owner like every other `MIGRATE`.
+#[test]
+fn a_hand_back_repair_works_when_the_nodes_require_a_password() {
+    let cluster = Cluster::start_with(
+        3,
+        0,
+        common::cluster::ClusterOptions {
+            password: Some("n0de-pw"),
+            ..Default::default()
+        },
+    );
+    let proxy = TestProxy::start_with(&cluster, |c| c.cluster.password = "n0de-pw".into());
+    let (slot, keys) = common::keys_in_one_slot("handback", 10);
+    let mut con = proxy.conn();
+    write_keys(&mut con, &keys);
+    let owner = cluster.owner_of(slot);
+    let holder = cluster.other_than(owner);
+    cluster.begin_migration(slot, owner, holder);
+    cluster.migrate_keys(owner, holder, &keys[..4]);
+    // The owner forgets the move; the holder still imports and has 4 of the keys.
+    let _: () = owner.cmd(&["CLUSTER", "SETSLOT", &slot.to_string(), "STABLE"]);
+
+    let (status, report) = proxy.admin_post("/cluster/fix", "");
+    assert_eq!(status, 200, "{report}");
+    let repairs = report["repairs"].to_string();
+    assert!(
+        repairs.contains(&format!(
+            "closed IMPORTING on {}: 4 keys handed back to {}",
+            holder.addr(),
+            owner.addr()
+        )),
+        "{report}"
+    );
+    assert_eq!(report["still_open"], serde_json::json!([]), "{report}");
+    assert!(
+        cluster.open_slots().is_empty(),
+        "{:?}",
+        cluster.open_slots()
+    );
+    let held: i64 = owner.cmd(&["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()]);
+    assert_eq!(held, 10);
+    check_keys(&mut con, &keys);
+}

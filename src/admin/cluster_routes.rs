@@ -181,7 +181,17 @@ pub async fn add_node(state: &AdminState, body: AddNode) -> Result<Reply, ApiErr
         .and_then(|mut a| a.next())
         .map(|a| a.ip().to_string())
         .ok_or_else(|| ApiError::bad_request(format!("cannot resolve {host}")))?;
-    let port_s = port.to_string();
+    // The node's own bus port (`cluster-port`), from its `myself` line, as
+    // `redis-cli --cluster add-node` reads it: not always the port + 10000.
+    let view = call(
+        ctx.call(&mut conns, &addr, &[b"CLUSTER", b"NODES"], ctx.call_timeout)
+            .await,
+    )?;
+    let bus_port = scan::string(&view)
+        .and_then(|t| nodes::parse(&String::from_utf8_lossy(t)).ok())
+        .and_then(|lines| nodes::myself(&lines).and_then(|me| me.bus_port))
+        .unwrap_or(port.saturating_add(10000));
+    let (port_s, bus_s) = (port.to_string(), bus_port.to_string());
     let seed = snapshot
         .nodes
         .first()
@@ -190,7 +200,13 @@ pub async fn add_node(state: &AdminState, body: AddNode) -> Result<Reply, ApiErr
         .call(
             &mut conns,
             &seed.addr,
-            &[b"CLUSTER", b"MEET", ip.as_bytes(), port_s.as_bytes()],
+            &[
+                b"CLUSTER",
+                b"MEET",
+                ip.as_bytes(),
+                port_s.as_bytes(),
+                bus_s.as_bytes(),
+            ],
             ctx.call_timeout,
         )
         .await;

@@ -11,6 +11,8 @@ pub struct NodeLine {
     pub id: String,
     /// `host:port` for clients (the `@cport` and hostname parts removed).
     pub addr: String,
+    /// The cluster bus port (`@cport`), when the line names one.
+    pub bus_port: Option<u16>,
     /// Flags such as `myself`, `master`, `slave`, `fail?`, `fail`, `handshake`, `noaddr`.
     pub flags: Vec<String>,
     /// The master's id for a replica.
@@ -74,9 +76,15 @@ fn parse_line(line: &str) -> Result<NodeLine, String> {
         .next()
         .unwrap_or_default()
         .to_string();
+    let bus_port = fields[1]
+        .split(',')
+        .next()
+        .and_then(|a| a.split_once('@'))
+        .and_then(|(_, cport)| cport.parse().ok());
     let mut node = NodeLine {
         id: fields[0].to_string(),
         addr: crate::cluster::topology::normalize_addr(&addr),
+        bus_port,
         flags: fields[2].split(',').map(str::to_string).collect(),
         master_id: (fields[3] != "-").then(|| fields[3].to_string()),
         slots: Vec::new(),
@@ -145,6 +153,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         assert_eq!(me.importing[0].0, 77);
         assert!(nodes[3].is_unhealthy());
         assert_eq!(nodes[3].slots, vec![(10923, 10923), (10924, 16383)]);
+        assert_eq!(nodes[3].bus_port, Some(31005));
     }
 
     #[test]

@@ -234,6 +234,45 @@ impl MoveContext {
             .ok_or_else(|| MoveError::Retry(format!("{addr}: odd COUNTKEYSINSLOT reply")))
     }
 
+    /// The one `MIGRATE` every move and repair sends: `keys` to the node at `to`, logging
+    /// in there with the proxy's node credentials (`AUTH`/`AUTH2`) when it has a password.
+    pub fn migrate_command(
+        &self,
+        to: &str,
+        keys: &[Bytes],
+        replace: bool,
+        migrate_timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>, MoveError> {
+        let (host, port) = split_host_port(to).map_err(MoveError::Fatal)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let mut args: Vec<Vec<u8>> = vec![
+            b"MIGRATE".to_vec(),
+            host.as_bytes().to_vec(),
+            port.to_string().into_bytes(),
+            Vec::new(),
+            b"0".to_vec(),
+            migrate_timeout.as_millis().to_string().into_bytes(),
+        ];
+        let s = &self.settings;
+        if !s.password.is_empty() {
+            if s.username.is_empty() {
+                args.extend([b"AUTH".to_vec(), s.password.as_bytes().to_vec()]);
+            } else {
+                args.extend([
+                    b"AUTH2".to_vec(),
+                    s.username.as_bytes().to_vec(),
+                    s.password.as_bytes().to_vec(),
+                ]);
+            }
+        }
+        if replace {
+            args.push(b"REPLACE".to_vec());
+        }
+        args.push(b"KEYS".to_vec());
+        args.extend(keys.iter().map(|k| k.to_vec()));
+        Ok(args)
+    }
+
     /// Sends `keys` from `from` to `to` with `MIGRATE … KEYS`.
     async fn migrate(
         &self,
@@ -244,38 +283,8 @@ impl MoveContext {
         replace: bool,
         migrate_timeout: Duration,
     ) -> Result<BatchResult, MoveError> {
-        let (host, port) = split_host_port(to).map_err(MoveError::Fatal)?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = port.to_string();
-        let timeout = migrate_timeout.as_millis().to_string();
-        let mut args: Vec<&[u8]> = vec![
-            b"MIGRATE",
-            host.as_bytes(),
-            port.as_bytes(),
-            b"",
-            b"0",
-            timeout.as_bytes(),
-        ];
-        let s = &self.settings;
-        if !s.password.is_empty() {
-            if s.username.is_empty() {
-                args.extend([b"AUTH".as_slice(), s.password.as_bytes()]);
-            } else {
-                args.extend([
-                    b"AUTH2".as_slice(),
-                    s.username.as_bytes(),
-                    s.password.as_bytes(),
-                ]);
-            }
-        }
-        if replace {
-            args.push(b"REPLACE");
-        }
-        args.push(b"KEYS");
-        args.extend(keys.iter().map(|k| k.as_ref()));
+        let command = self.migrate_command(to, keys, replace, migrate_timeout)?;
+        let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
         self.throttle.take(keys.len()).await;
         let reply = self
             .call(conns, from, &args, migrate_timeout + self.call_timeout)

@@ -359,13 +359,6 @@ async fn hand_back(
 ) -> Result<u64, MoveError> {
     let ctx = &service.ctx;
     let mut moved = 0u64;
-    let (host, port) = crate::config::split_host_port(&owner.addr).map_err(MoveError::Fatal)?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = port.to_string();
-    let timeout = ctx.migrate_timeout.as_millis().to_string();
     // An importing node ignores every claim on the slot, so after a failover of the source
     // it may still believe the slot has no owner ("CLUSTERDOWN Hash slot not served"): tell
     // it the owner first, then (re)open it for ASKING.
@@ -395,15 +388,13 @@ async fn hand_back(
             break;
         }
         for key in keys {
-            let args: [&[u8]; 7] = [
-                b"MIGRATE",
-                host.as_bytes(),
-                port.as_bytes(),
-                &key,
-                b"0",
-                timeout.as_bytes(),
-                b"REPLACE",
-            ];
+            let command = ctx.migrate_command(
+                &owner.addr,
+                std::slice::from_ref(&key),
+                true,
+                ctx.migrate_timeout,
+            )?;
+            let args: Vec<&[u8]> = command.iter().map(Vec::as_slice).collect();
             ctx.call(conns, &holder.addr, &[b"ASKING"], ctx.call_timeout)
                 .await?
                 .map_err(MoveError::Retry)?;
