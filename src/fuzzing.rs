@@ -12,8 +12,8 @@ use crate::protocol::command::{CommandTable, Lookup, Policy};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::request::{encode_command, Limits, RequestDecoder};
 use crate::protocol::scan::{self, ReplyScanner};
-use crate::proxy::dispatch::common_slot;
-use crate::proxy::fanout::split_by_slot;
+use crate::proxy::action::common_slot;
+use crate::proxy::fanout_batch::split_by_slot;
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 

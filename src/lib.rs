@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod migration;
 pub mod protocol;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;
 
 use config::Config;
@@ -68,9 +69,12 @@ pub struct Proxy {
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The TLS listen address is not an address.
+    #[error("TLS: tls.listen: {0}")]
+    TlsListen(String),
     /// The TLS certificate, key or CA could not be loaded.
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] tls::TlsError),
     /// The migration journal directory is unusable.
     #[error("migration.data_dir: {0}")]
     DataDir(String),
@@ -102,9 +106,8 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let tls = match config.tls_addr() {
         None => None,
         Some(addr) => {
-            let addr = addr.map_err(|message| StartError::Tls(format!("tls.listen: {message}")))?;
-            let acceptor = proxy::tls::acceptor(&config.tls)
-                .map_err(|(field, message)| StartError::Tls(format!("{field}: {message}")))?;
+            let addr = addr.map_err(StartError::TlsListen)?;
+            let acceptor = tls::client_acceptor(&config.tls)?;
             let listener = bind(addr, "TLS client listener").await?;
             Some((local(&listener, addr), listener, acceptor))
         }
@@ -121,7 +124,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let settings = Arc::new(settings);
     let topology = cluster::Topology::new(&config.cluster, settings.clone(), metrics.clone());
     let settings_for_migrations = settings;
-    let router = Arc::new(proxy::router::Router::new(
+    let router = Arc::new(cluster::router::Router::new(
         topology.clone(),
         metrics.clone(),
         &config.cluster,
@@ -211,7 +214,7 @@ async fn sample_slot_stats(metrics: Arc<metrics::Metrics>, shutdown: Cancellatio
 fn start_migrations(
     config: &Config,
     admin_addr: SocketAddr,
-    router: Arc<proxy::router::Router>,
+    router: Arc<cluster::router::Router>,
     settings: Arc<upstream::Settings>,
 ) -> Result<Arc<migration::service::Migrations>, StartError> {
     let topology = router.topology.clone();

@@ -63,6 +63,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Certificates and keys are read now, so a bad file stops the proxy before it starts.
+    if let Err(error) = slotproxy::tls::check(&config) {
+        let error = config.field_error(error.field, error.message);
+        eprintln!("slotproxy: config error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if cli.check {
         println!("slotproxy: configuration is valid");
         return ExitCode::SUCCESS;

@@ -7,8 +7,8 @@
 //! that do not hold it keep serving clients; they only refuse to migrate.
 
 use crate::cluster::key_slot;
+use crate::cluster::router::{Router, Target};
 use crate::protocol::{request::encode_command, scan};
-use crate::proxy::router::{Router, Target};
 use crate::upstream::control::error_text;
 use crate::upstream::Lane;
 use std::sync::atomic::{AtomicBool, Ordering};

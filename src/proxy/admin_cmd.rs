@@ -7,7 +7,7 @@
 //! (the data path talks to masters only): a setting that differs on a replica would come back
 //! after a failover.
 
-use super::dispatch::{send, Action};
+use super::action::{send, Action};
 use super::Shared;
 use crate::cluster::nodes;
 use crate::cluster::{key_slot, Snapshot};
@@ -203,7 +203,7 @@ where
         return send(
             shared,
             lane,
-            Some(super::router::Target::Slot(slot)),
+            Some(crate::cluster::router::Target::Slot(slot)),
             request.raw,
             false,
         );

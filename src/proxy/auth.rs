@@ -74,25 +74,37 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `AUTH [user] password`: the reply, and whether the client is now authenticated.
-pub fn auth(config: &AuthSection, args: &[Bytes]) -> (Bytes, bool) {
+/// What an `AUTH` (or `HELLO … AUTH`) attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The client is now logged in as this user.
+    LoggedIn(String),
+    /// Wrong credentials: counted, and the reply is delayed ([`AuthThrottle`]).
+    WrongPassword,
+    /// Nothing was checked (a syntax error, no password configured, no `AUTH` in `HELLO`).
+    NotTried,
+}
+
+/// `AUTH [user] password`: the reply, and what the attempt came to.
+pub fn auth(config: &AuthSection, args: &[Bytes]) -> (Bytes, AuthOutcome) {
     let (user, password) = match args.len() {
         2 => (None, &args[1]),
         3 => (Some(&args[1][..]), &args[2]),
-        _ => return (reply::error("ERR syntax error"), false),
+        _ => return (reply::error("ERR syntax error"), AuthOutcome::NotTried),
     };
     if !config.required() && user.is_none() {
         return (
             reply::error(
                 "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
             ),
-            false,
+            AuthOutcome::NotTried,
         );
     }
     if check(config, user, password) {
-        (reply::ok(), true)
+        let user = String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned();
+        (reply::ok(), AuthOutcome::LoggedIn(user))
     } else {
-        (reply::error(WRONGPASS), false)
+        (reply::error(WRONGPASS), AuthOutcome::WrongPassword)
     }
 }
 
@@ -134,12 +146,23 @@ mod tests {
             }],
         };
         let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
-        assert!(auth(&config, &[b("AUTH"), b("pw")]).1);
-        assert!(auth(&config, &[b("AUTH"), b("default"), b("pw")]).1);
-        assert!(auth(&config, &[b("AUTH"), b("app"), b("apppw")]).1);
-        let (reply, ok) = auth(&config, &[b("AUTH"), b("app"), b("pw")]);
-        assert!(!ok && reply.starts_with(b"-WRONGPASS"));
-        assert!(!auth(&config, &[b("AUTH"), b("nobody"), b("apppw")]).1);
+        let logged_in = |user: &str| AuthOutcome::LoggedIn(user.into());
+        assert_eq!(auth(&config, &[b("AUTH"), b("pw")]).1, logged_in("default"));
+        assert_eq!(
+            auth(&config, &[b("AUTH"), b("default"), b("pw")]).1,
+            logged_in("default")
+        );
+        assert_eq!(
+            auth(&config, &[b("AUTH"), b("app"), b("apppw")]).1,
+            logged_in("app")
+        );
+        let (reply, outcome) = auth(&config, &[b("AUTH"), b("app"), b("pw")]);
+        assert_eq!(outcome, AuthOutcome::WrongPassword);
+        assert!(reply.starts_with(b"-WRONGPASS"));
+        assert_eq!(
+            auth(&config, &[b("AUTH"), b("nobody"), b("apppw")]).1,
+            AuthOutcome::WrongPassword
+        );
         assert!(allowed_before_auth("hello") && !allowed_before_auth("get"));
     }
 }

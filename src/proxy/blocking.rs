@@ -13,7 +13,7 @@
 
 use super::clients::ClientHandle;
 use super::pinned::{call_for_slot, Outcome, SharedPinned};
-use super::router::{Router, Target};
+use crate::cluster::router::{Router, Target};
 use crate::protocol::command::Timeout;
 use crate::protocol::request::encode_command;
 use crate::protocol::{parse_i64, reply, scan};

@@ -5,8 +5,9 @@
 //! state shared by many clients (TRACKING, CACHING, NO-EVICT, PAUSE …) is refused with the
 //! reason.
 
+use super::client_state::{ClientState, ReplyMode};
 use super::clients::{KillFilter, Registry};
-use super::local::{set_name, ClientState, ReplyMode};
+use super::local::set_name;
 use crate::protocol::{parse_i64, reply};
 use bytes::Bytes;
 

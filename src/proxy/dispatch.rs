@@ -4,12 +4,15 @@
 //! queues in request order. The snapshot is looked at without taking a reference count
 //! (see `Topology::current`), and cloned only by the commands that keep it.
 
+use super::action::{common_slot, send, Action};
+use super::auth::AuthOutcome;
+use super::client_state::{ClientState, ReplyMode};
 use super::fanout;
-use super::local::{self, ClientState, ReplyMode};
+use super::local;
 use super::pubsub;
 use super::replies::{Observed, Reply};
-use super::router::{Call, Retry, Started, Target};
 use super::Shared;
+use crate::cluster::router::Target;
 use crate::cluster::{key_slot, Snapshot};
 use crate::metrics::CommandGroup;
 use crate::protocol::command::{CommandInfo, Local, Lookup, Policy, Timeout, TxnCommand};
@@ -18,36 +21,11 @@ use crate::protocol::{reply, Request};
 use crate::upstream::Lane;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// What the routing decided for a command.
-pub enum Action {
-    /// Queue this reply.
-    Reply(Reply),
-    /// Send this reply after all earlier ones, then close the connection.
-    ReplyAndClose(Bytes),
-    /// Run this alone: after every earlier reply was sent, and before any later command
-    /// starts (it uses the client's pinned connection, or blocks). Dropped if the client
-    /// leaves meanwhile.
-    Exclusive(BoxFuture<'static, Bytes>),
-}
-
-impl Action {
-    /// A reply known now.
-    pub fn now(reply: Bytes) -> Action {
-        ready(reply)
-    }
-
-    /// A reply that takes more than one node round trip.
-    pub fn later(reply: impl Future<Output = Bytes> + Send + 'static) -> Action {
-        Action::Reply(Reply::Future(reply.boxed()))
-    }
-}
-
 fn ready(reply: Bytes) -> Action {
-    Action::Reply(Reply::Ready(reply))
+    Action::now(reply)
 }
 
 /// What the session does with a command, with what its metrics need.
@@ -413,20 +391,6 @@ fn keyed_fallback(shared: &Arc<Shared>, request: Request, write: bool) -> Action
     send(shared, Lane::default(), None, request.raw, write)
 }
 
-/// The slot all keys share (`None` without keys), or the CROSSSLOT error.
-pub fn common_slot<'a>(keys: impl Iterator<Item = &'a Bytes>) -> Result<Option<u16>, Bytes> {
-    let mut slot = None;
-    for key in keys {
-        let s = key_slot(key);
-        match slot {
-            None => slot = Some(s),
-            Some(existing) if existing != s => return Err(reply::crossslot()),
-            Some(_) => {}
-        }
-    }
-    Ok(slot)
-}
-
 /// Sends to the slot's owner (keyless: any master), remembering a write's slot for WAIT.
 fn send_for_slot(
     shared: &Arc<Shared>,
@@ -440,26 +404,6 @@ fn send_for_slot(
         client.last_write = slot;
     }
     send(shared, lane, slot.map(Target::Slot), payload, write)
-}
-
-/// Sends one command to the slot's owner (`None`: any master).
-pub(super) fn send(
-    shared: &Arc<Shared>,
-    lane: Lane,
-    target: Option<Target>,
-    payload: Bytes,
-    write: bool,
-) -> Action {
-    let call = Call {
-        lane,
-        target: target.unwrap_or(Target::AnyMaster),
-        payload,
-        retry: Retry::single(write),
-    };
-    match shared.router.start(call) {
-        Started::Sent(flight) => Action::Reply(Reply::Node(flight)),
-        Started::NoNode(call) => Action::Reply(Reply::Future(shared.router.finish_unsent(call))),
-    }
 }
 
 fn local_command(
@@ -477,43 +421,17 @@ fn local_command(
         Local::Select => ready(local::select(args)),
         Local::Quit => Action::ReplyAndClose(reply::ok()),
         Local::Hello => {
-            let reply = local::hello(args, client, snapshot, &shared.auth);
-            match reply.starts_with(b"-WRONGPASS") {
-                true => auth_failed(shared, client, reply),
-                false => ready(reply),
-            }
+            let (reply, outcome) = local::hello(args, client, snapshot, &shared.auth);
+            authenticated(shared, client, reply, outcome)
         }
         Local::Reset => {
-            client.txn.reset();
-            client.pubsub = None;
-            client.monitor = None;
-            client.blocking = Default::default();
-            client.last_write = None;
-            client.handle.set_name(None);
-            client.handle.set_subscriptions([0; 3]);
-            client.handle.set_user("default");
-            client.handle.set_resp3(false);
-            client.resp3 = false;
-            client.reply_mode = Default::default();
-            client.authenticated = !shared.auth.required();
+            client.reset(!shared.auth.required());
             ready(reply::simple("RESET"))
         }
         Local::Client => ready(super::client_cmd::client(args, client, &shared.clients)),
         Local::Auth => {
-            let (reply, ok) = super::auth::auth(&shared.auth, args);
-            client.authenticated |= ok;
-            if ok {
-                let user = if args.len() == 3 {
-                    &args[1][..]
-                } else {
-                    b"default"
-                };
-                client.handle.set_user(&String::from_utf8_lossy(user));
-            }
-            match reply.starts_with(b"-WRONGPASS") {
-                true => auth_failed(shared, client, reply),
-                false => ready(reply),
-            }
+            let (reply, outcome) = super::auth::auth(&shared.auth, args);
+            authenticated(shared, client, reply, outcome)
         }
         Local::KeySlot => ready(local::keyslot(args)),
         Local::Monitor => {
@@ -535,7 +453,24 @@ fn local_command(
     }
 }
 
-/// Redis' wording for an unknown command.
+/// Applies an `AUTH` or `HELLO … AUTH` outcome to the client and answers it.
+fn authenticated(
+    shared: &Arc<Shared>,
+    client: &mut ClientState,
+    reply: Bytes,
+    outcome: AuthOutcome,
+) -> Action {
+    match outcome {
+        AuthOutcome::LoggedIn(user) => {
+            client.authenticated = true;
+            client.handle.set_user(&user);
+            ready(reply)
+        }
+        AuthOutcome::WrongPassword => auth_failed(shared, client, reply),
+        AuthOutcome::NotTried => ready(reply),
+    }
+}
+
 /// A failed AUTH (or HELLO … AUTH): counted, and answered after the connection's growing
 /// delay (see [`super::auth::AuthThrottle`]).
 fn auth_failed(shared: &Arc<Shared>, client: &mut ClientState, reply: Bytes) -> Action {
@@ -554,6 +489,7 @@ fn auth_failed(shared: &Arc<Shared>, client: &mut ClientState, reply: Bytes) -> 
     }
 }
 
+/// Redis' wording for an unknown command.
 fn unknown_command(args: &[Bytes]) -> Bytes {
     let name = String::from_utf8_lossy(args.first().map(|a| a.as_ref()).unwrap_or(b""));
     let mut rest = String::new();

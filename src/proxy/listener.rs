@@ -1,7 +1,7 @@
 //! Accepts client connections and starts a tracked session task for each.
 
+use super::client_state::ClientState;
 use super::clients::ClientHandle;
-use super::local::ClientState;
 use super::{session, Shared};
 use crate::protocol::reply;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 /// Accepts clients until `shutdown`; sessions run on `tracker` so shutdown can wait for them.
 /// With `tls`, each connection first completes a TLS handshake (within
-/// [`super::tls::HANDSHAKE_TIMEOUT`]).
+/// [`crate::tls::HANDSHAKE_TIMEOUT`]).
 pub async fn run(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
@@ -85,7 +85,7 @@ pub async fn run(
                     session::run(read_half, write_half, shared.clone(), client, shutdown).await;
                 }
                 Some(tls) => {
-                    match tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
+                    match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
                         .await
                     {
                         Ok(Ok(stream)) => {

@@ -1,5 +1,7 @@
 //! Commands the proxy answers itself, as one standalone Redis would.
 
+use super::auth::AuthOutcome;
+use super::client_state::ClientState;
 use super::Shared;
 use crate::cluster::{key_slot, Snapshot};
 use crate::protocol::request::encode_command;
@@ -8,65 +10,6 @@ use crate::upstream::Lane;
 use bytes::Bytes;
 use std::fmt::Write;
 use std::sync::Arc;
-
-/// Per-connection state that local commands read and change.
-#[derive(Debug)]
-pub struct ClientState {
-    /// CLIENT ID
-    pub id: u64,
-    /// What CLIENT LIST shows of this client, and its CLIENT KILL switch.
-    pub handle: Arc<super::clients::ClientHandle>,
-    /// CLIENT REPLY
-    pub reply_mode: ReplyMode,
-    /// Identity (address) of the last command's table entry, to publish only changes.
-    pub last_command: usize,
-    /// AUTH succeeded, or no authentication is configured.
-    pub authenticated: bool,
-    /// Failed AUTH attempts, which delay the next failure's reply.
-    pub auth_throttle: super::auth::AuthThrottle,
-    /// MULTI/WATCH state.
-    pub txn: super::transaction::TxnState,
-    /// The connection blocking commands run on, opened on first use.
-    pub blocking: super::pinned::SharedPinned,
-    /// The client switched to RESP3 (`HELLO 3`).
-    pub resp3: bool,
-    /// The slot of the client's last write, where WAIT is asked.
-    pub last_write: Option<u16>,
-    /// Subscriptions; `Some` while the client is in subscribed mode.
-    pub pubsub: Option<Box<super::pubsub::PubSub>>,
-    /// The MONITOR feed, once the client sent MONITOR.
-    pub monitor: Option<super::monitor::Subscription>,
-    /// Tripped when the client falls too far behind its Pub/Sub messages. A child of the
-    /// handle's `kill` token, so that CLIENT KILL trips it too and the session has one token
-    /// to watch for both (see [`super::session::run`]).
-    pub overflow: tokio_util::sync::CancellationToken,
-    /// Slot in the reply budgets ([`crate::upstream::budget`]), which trips `overflow` when
-    /// the replies held for the client pass `proxy.client_output_limit_bytes`.
-    pub budget: u32,
-}
-
-/// CLIENT REPLY ON|OFF|SKIP
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ReplyMode {
-    /// Every command is answered.
-    #[default]
-    On,
-    /// No command is answered until CLIENT REPLY ON.
-    Off,
-    /// The next command is not answered.
-    SkipNext,
-}
-
-impl ClientState {
-    /// The shared node connections this client's requests take.
-    pub fn lane(&self) -> Lane {
-        Lane {
-            index: self.id as usize,
-            resp3: self.resp3,
-            client: self.budget,
-        }
-    }
-}
 
 /// PING [message]
 pub fn ping(args: &[Bytes]) -> Bytes {
@@ -90,21 +33,28 @@ pub fn keyslot(args: &[Bytes]) -> Bytes {
     reply::integer(i64::from(key_slot(&args[2])))
 }
 
-/// HELLO [protover [AUTH user pass] [SETNAME name]]
+/// HELLO [protover [AUTH user pass] [SETNAME name]]: the reply, and what its `AUTH` came to
+/// (applied to the client by the caller; the protocol and name are applied here).
 pub fn hello(
     args: &[Bytes],
     client: &mut ClientState,
     snapshot: &Snapshot,
     auth: &crate::config::AuthSection,
-) -> Bytes {
+) -> (Bytes, AuthOutcome) {
     let mut i = 1;
     let mut resp3 = client.resp3;
+    let mut outcome = AuthOutcome::NotTried;
+    let fail = |reply: Bytes| (reply, AuthOutcome::NotTried);
     if let Some(version) = args.get(1) {
         match crate::protocol::parse_i64(version) {
             Some(2) => resp3 = false,
             Some(3) => resp3 = true,
-            Some(_) => return reply::error("NOPROTO unsupported protocol version"),
-            None => return reply::error("ERR Protocol version is not an integer or out of range"),
+            Some(_) => return fail(reply::error("NOPROTO unsupported protocol version")),
+            None => {
+                return fail(reply::error(
+                    "ERR Protocol version is not an integer or out of range",
+                ))
+            }
         }
         i = 2;
     }
@@ -113,37 +63,39 @@ pub fn hello(
         match (option.as_slice(), args.len() - i - 1) {
             (b"auth", n) if n >= 2 => {
                 if !super::auth::check(auth, Some(&args[i + 1]), &args[i + 2]) {
-                    return reply::error(super::auth::WRONGPASS);
+                    return (
+                        reply::error(super::auth::WRONGPASS),
+                        AuthOutcome::WrongPassword,
+                    );
                 }
-                client.authenticated = true;
-                client
-                    .handle
-                    .set_user(&String::from_utf8_lossy(&args[i + 1]));
+                outcome = AuthOutcome::LoggedIn(String::from_utf8_lossy(&args[i + 1]).into_owned());
                 i += 3;
             }
             (b"setname", n) if n >= 1 => {
                 if let Err(e) = set_name(client, &args[i + 1]) {
-                    return e;
+                    // An AUTH before it has already logged the client in, as in Redis.
+                    return (e, outcome);
                 }
                 i += 2;
             }
             _ => {
-                return reply::error(&format!(
+                let error = reply::error(&format!(
                     "ERR Syntax error in HELLO option '{}'",
                     String::from_utf8_lossy(&args[i])
-                ))
+                ));
+                return (error, outcome);
             }
         }
     }
-    if !client.authenticated {
-        return reply::error(
+    if !client.authenticated && !matches!(outcome, AuthOutcome::LoggedIn(_)) {
+        return fail(reply::error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time",
-        );
+        ));
     }
     client.resp3 = resp3;
     client.handle.set_resp3(resp3);
     let text = |s: &str| reply::bulk(Bytes::copy_from_slice(s.as_bytes()));
-    reply::map_of_raw(
+    let reply = reply::map_of_raw(
         &[
             (text("server"), text("redis")),
             (text("version"), text(&snapshot.server_version)),
@@ -154,7 +106,8 @@ pub fn hello(
             (text("modules"), reply::array_of_raw(&[])),
         ],
         resp3,
-    )
+    );
+    (reply, outcome)
 }
 
 /// CLIENT SETNAME rules: no spaces or special characters; empty clears the name.

@@ -1,10 +1,12 @@
 //! The client side: accept connections, run one session per client, turn each command into
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
+pub mod action;
 pub mod admin_cmd;
 pub mod auth;
 pub mod blocking;
 pub mod client_cmd;
+pub mod client_state;
 pub mod clients;
 pub mod dispatch;
 pub mod fanout;
@@ -16,17 +18,16 @@ pub mod monitor;
 pub mod pinned;
 pub mod pubsub;
 pub mod replies;
-pub mod router;
+
 pub mod scan;
 pub mod scripts;
 pub mod session;
 pub mod stop;
-pub mod tls;
 pub mod transaction;
 
+use crate::cluster::router::Router;
 use crate::metrics::Metrics;
 use crate::protocol::request::Limits;
-use router::Router;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;

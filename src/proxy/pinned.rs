@@ -5,7 +5,7 @@
 //! The connection is opened on first use and follows the slot to whichever node owns it;
 //! it closes with the client session, which releases whatever the node held for it.
 
-use super::router::Router;
+use crate::cluster::router::Router;
 use crate::error::UpstreamError;
 use crate::protocol::{reply, scan};
 use crate::upstream::control::ControlConn;

@@ -7,7 +7,7 @@
 //! the cluster) is a boxed future that runs in the background set until its reply is due.
 //! (This replaced a `FuturesOrdered` of boxed futures: two boxes and a task per command.)
 
-use super::router::{InFlight, Router};
+use crate::cluster::router::{InFlight, Router};
 use crate::metrics::{CommandGroup, Metrics};
 use crate::protocol::command::CommandInfo;
 use bytes::{Bytes, BytesMut};

@@ -8,7 +8,7 @@
 //! masters after it are the ones whose lowest slot is higher. Redis's node cursors stay far
 //! below 2^50, so the packing cannot overflow.
 
-use super::router::Router;
+use crate::cluster::router::Router;
 use crate::cluster::Snapshot;
 use crate::protocol::request::encode_command;
 use crate::protocol::{reply, scan as frames};

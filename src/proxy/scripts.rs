@@ -4,7 +4,7 @@
 //! node and runs the call again. The client never sees `NOSCRIPT` for a script it gave the
 //! proxy before.
 
-use super::router::{Router, Target};
+use crate::cluster::router::{Router, Target};
 use crate::protocol::request::encode_command;
 use crate::upstream::Lane;
 use bytes::Bytes;

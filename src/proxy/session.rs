@@ -6,9 +6,9 @@
 //! `max_pipeline` commands are in flight (backpressure). A protocol error is answered after
 //! all earlier replies, then the connection is closed; nothing else is affected.
 
+use super::client_state::ClientState;
 use super::dispatch::{dispatch, Dispatched};
 use super::idle::IdleTimer;
-use super::local::ClientState;
 use super::monitor::Subscription;
 use super::pubsub::{upstream::Event, PubSub, Wakeup};
 use super::replies::{Reply, ReplyQueue};

@@ -16,9 +16,9 @@
 //!   slot moved away, moving its keys touched them, so EXEC answers nil, like Redis after a
 //!   touched watched key. The client's retry loop then runs on the new owner.
 
-use super::dispatch::{common_slot, Action};
+use super::action::{common_slot, Action};
 use super::pinned::{call_for_slot, Outcome, Pinned, SharedPinned};
-use super::router::{Retry, Router, Target};
+use crate::cluster::router::{Retry, Router, Target};
 use crate::protocol::command::{CommandInfo, Local, Policy};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, scan};

@@ -58,7 +58,7 @@ pub struct Settings {
     /// TLS to the nodes (`cluster.tls`): `None` when off; an error (files that became
     /// unreadable after the config was checked) makes every connection attempt fail rather
     /// than fall back to plain TCP.
-    pub tls: Option<Result<tokio_rustls::TlsConnector, String>>,
+    pub tls: Option<Result<tokio_rustls::TlsConnector, crate::tls::TlsError>>,
     /// Reply bytes held per client (`proxy.client_output_limit_bytes`); empty (off) until
     /// the proxy sets it up.
     pub budgets: std::sync::Arc<budget::ReplyBudgets>,
@@ -86,10 +86,7 @@ impl Settings {
             password: c.password.clone(),
             connections_per_node: c.connections_per_node,
             request_timeout: c.request_timeout(),
-            tls: match stream::tls_connector(c) {
-                Ok(tls) => tls.map(Ok),
-                Err((field, message)) => Some(Err(format!("{field}: {message}"))),
-            },
+            tls: crate::tls::node_connector(c).transpose(),
             budgets: Default::default(),
         }
     }

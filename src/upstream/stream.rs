@@ -4,19 +4,14 @@
 //! static dispatch and splits into owned halves without a lock; only TLS streams are split
 //! with `tokio::io::split`.
 
-use crate::config::ClusterSection;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// An open connection to a node.
 #[derive(Debug)]
@@ -111,82 +106,6 @@ forward_read!(NodeStream);
 forward_read!(NodeReadHalf);
 forward_write!(NodeStream);
 forward_write!(NodeWriteHalf);
-
-/// The TLS client for node connections when `cluster.tls` is on: the nodes' certificates are
-/// verified against `cluster.tls_ca_file` (always; there is no switch to turn it off), and
-/// `cluster.tls_cert_file`/`tls_key_file`, when set, are presented to nodes that ask for a
-/// client certificate (Redis' default `tls-auth-clients yes`). The error names the field.
-pub fn tls_connector(
-    config: &ClusterSection,
-) -> Result<Option<TlsConnector>, (&'static str, String)> {
-    if !config.tls {
-        return Ok(None);
-    }
-    if config.tls_ca_file.is_empty() {
-        return Err((
-            "cluster.tls_ca_file",
-            "required when cluster.tls is on".into(),
-        ));
-    }
-    let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(&config.tls_ca_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| file_error("cluster.tls_ca_file", &config.tls_ca_file, e))?
-    {
-        roots.add(ca).map_err(|e| {
-            (
-                "cluster.tls_ca_file",
-                format!("{}: {e}", config.tls_ca_file),
-            )
-        })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("cluster.tls", e.to_string()))?
-        .with_root_certificates(roots);
-    let client = match (
-        config.tls_cert_file.is_empty(),
-        config.tls_key_file.is_empty(),
-    ) {
-        (true, true) => builder.with_no_client_auth(),
-        (false, false) => {
-            let certs = CertificateDer::pem_file_iter(&config.tls_cert_file)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| file_error("cluster.tls_cert_file", &config.tls_cert_file, e))?;
-            let key = PrivateKeyDer::from_pem_file(&config.tls_key_file)
-                .map_err(|e| file_error("cluster.tls_key_file", &config.tls_key_file, e))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| {
-                (
-                    "cluster.tls_key_file",
-                    format!("does not match cluster.tls_cert_file: {e}"),
-                )
-            })?
-        }
-        (true, false) => {
-            return Err((
-                "cluster.tls_cert_file",
-                "required with cluster.tls_key_file".into(),
-            ))
-        }
-        (false, true) => {
-            return Err((
-                "cluster.tls_key_file",
-                "required with cluster.tls_cert_file".into(),
-            ))
-        }
-    };
-    Ok(Some(TlsConnector::from(Arc::new(client))))
-}
-
-/// A PEM file that could not be read, as a config error naming the field and the path.
-fn file_error(
-    field: &'static str,
-    path: &str,
-    error: rustls::pki_types::pem::Error,
-) -> (&'static str, String) {
-    (field, format!("{path}: {error}"))
-}
 
 /// The name a node's certificate must carry: its IP address, or its host name.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {

@@ -20,8 +20,8 @@ pub mod upstream;
 /// the count every proxy client sees exact, as on a single Redis.
 pub const BUS_SLOT: u16 = 0;
 
-use super::router::Router;
 use crate::cluster::key_slot;
+use crate::cluster::router::Router;
 use crate::protocol::command::PubSubCommand;
 use crate::protocol::reply;
 use bytes::Bytes;

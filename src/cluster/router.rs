@@ -241,100 +241,94 @@ impl Router {
             payload,
             retry,
         } = call;
-        let write = retry.write;
         let mut asking = false;
         let (mut redirects, mut retries) = (0u32, 0u32);
         loop {
-            let Some(pool) = node.take() else {
-                if retries >= self.max_retries {
-                    self.exhausted("unreachable");
-                    return match target {
-                        Target::Slot(_) => reply::error("CLUSTERDOWN Hash slot not served"),
-                        Target::AnyMaster => reply::error("ERR slotproxy: no master is known"),
+            let next = match node.take() {
+                None => Next::Wait(Wait::Unreachable, None),
+                Some(pool) => {
+                    let result = match first.take() {
+                        Some(result) => result,
+                        None => {
+                            let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
+                            crate::upstream::pool::wait(pool.addr(), rx).await
+                        }
                     };
-                }
-                self.topology.request_refresh();
-                tokio::time::sleep(self.backoff(retries)).await;
-                retries += 1;
-                node = self.resolve(target, lane);
-                continue;
-            };
-            let result = match first.take() {
-                Some(result) => result,
-                None => {
-                    let rx = pool.send_frames(lane, payload.clone(), asking, retry.frames);
-                    crate::upstream::pool::wait(pool.addr(), rx).await
+                    self.judge(result, &retry)
                 }
             };
-            let reply = match result {
-                Ok(reply) if retry.frames > 1 => block_outcome(reply),
-                Ok(reply) => reply,
-                Err(error) => {
-                    self.count_error(&error);
-                    if error.forbids_resend(write) {
-                        return error.to_reply();
-                    }
-                    if retries >= self.max_retries {
-                        self.exhausted("unreachable");
-                        return error.to_reply();
-                    }
-                    self.topology.request_refresh();
-                    tokio::time::sleep(self.backoff(retries)).await;
-                    retries += 1;
-                    node = self.resolve(target, lane);
-                    asking = false;
-                    continue;
-                }
-            };
-            match scan::classify(&reply) {
-                scan::Redirect::None => return reply,
-                scan::Redirect::Moved(slot, addr) => {
-                    self.metrics.redirects.with_label_values(&["moved"]).inc();
+            match next {
+                Next::Done(reply) => return reply,
+                Next::Follow(hop, reply) => {
+                    self.metrics
+                        .redirects
+                        .with_label_values(&[hop.label()])
+                        .inc();
                     redirects += 1;
                     if redirects > self.max_redirects {
                         self.exhausted("redirects");
                         return too_many(&reply);
                     }
-                    self.topology.note_moved(slot, addr);
-                    node = Some(self.topology.pool_for(addr));
-                    asking = false;
-                }
-                scan::Redirect::Ask(addr) => {
-                    self.metrics.redirects.with_label_values(&["ask"]).inc();
-                    redirects += 1;
-                    if redirects > self.max_redirects {
-                        self.exhausted("redirects");
-                        return too_many(&reply);
+                    if let Hop::Moved(slot, addr) = &hop {
+                        self.topology.note_moved(*slot, addr);
                     }
-                    node = Some(self.topology.pool_for(addr));
-                    asking = true;
+                    node = Some(self.topology.pool_for(hop.addr()));
+                    asking = matches!(hop, Hop::Ask(_));
                 }
-                kind @ (scan::Redirect::TryAgain | scan::Redirect::ClusterDown) => {
-                    let label = if kind == scan::Redirect::TryAgain {
-                        "tryagain"
-                    } else {
-                        "clusterdown"
-                    };
-                    self.metrics.redirects.with_label_values(&[label]).inc();
-                    if retry.tryagain_is_final && label == "tryagain" {
-                        return reply;
+                Next::Wait(wait, reply) => {
+                    if let Some(label) = wait.redirect_label() {
+                        self.metrics.redirects.with_label_values(&[label]).inc();
+                    }
+                    if wait == Wait::TryAgain && retry.tryagain_is_final {
+                        return reply.unwrap_or_default();
                     }
                     if retries >= self.max_retries {
-                        self.exhausted(label);
-                        return reply;
+                        self.exhausted(wait.exhausted_label());
+                        return reply.unwrap_or_else(|| match target {
+                            Target::Slot(_) => reply::error("CLUSTERDOWN Hash slot not served"),
+                            Target::AnyMaster => reply::error("ERR slotproxy: no master is known"),
+                        });
                     }
-                    if label == "clusterdown" {
+                    if wait.needs_refresh() {
                         self.topology.request_refresh();
                     }
                     tokio::time::sleep(self.backoff(retries)).await;
                     retries += 1;
                     // A fresh start after the pause: an ASK then TRYAGAIN cycle of a slot in
                     // mid-migration is bounded by the retries, not the redirect limit.
-                    redirects = 0;
+                    if wait.redirect_label().is_some() {
+                        redirects = 0;
+                    }
                     node = self.resolve(target, lane);
                     asking = false;
                 }
             }
+        }
+    }
+
+    /// What to do with one node reply (or failure) of a call.
+    fn judge(&self, result: ReplyResult, retry: &Retry) -> Next {
+        let reply = match result {
+            Ok(reply) if retry.frames > 1 => block_outcome(reply),
+            Ok(reply) => reply,
+            Err(error) => {
+                self.count_error(&error);
+                if error.forbids_resend(retry.write) {
+                    return Next::Done(error.to_reply());
+                }
+                return Next::Wait(Wait::Failed, Some(error.to_reply()));
+            }
+        };
+        let hop = match scan::classify(&reply) {
+            scan::Redirect::None => None,
+            scan::Redirect::Moved(slot, addr) => Some(Hop::Moved(slot, addr.to_string())),
+            scan::Redirect::Ask(addr) => Some(Hop::Ask(addr.to_string())),
+            scan::Redirect::TryAgain => return Next::Wait(Wait::TryAgain, Some(reply)),
+            scan::Redirect::ClusterDown => return Next::Wait(Wait::ClusterDown, Some(reply)),
+        };
+        match hop {
+            None => Next::Done(reply),
+            Some(hop) => Next::Follow(hop, reply),
         }
     }
 
@@ -382,6 +376,79 @@ impl Router {
             .upstream_errors
             .with_label_values(&[addr, kind])
             .inc();
+    }
+}
+
+/// What [`Router::drive`] does next with a call.
+enum Next {
+    /// This is the client's reply.
+    Done(Bytes),
+    /// Send the call to another node at once (the redirect reply, for the error when there
+    /// were too many).
+    Follow(Hop, Bytes),
+    /// Pause, then send it again to the slot's owner; the reply to give when the retries are
+    /// used up (`None`: no node answered).
+    Wait(Wait, Option<Bytes>),
+}
+
+/// A redirect to another node.
+enum Hop {
+    /// `MOVED`: the slot lives there now (the map is told).
+    Moved(u16, String),
+    /// `ASK`: this one command goes there, behind `ASKING`.
+    Ask(String),
+}
+
+impl Hop {
+    fn addr(&self) -> &str {
+        match self {
+            Hop::Moved(_, addr) | Hop::Ask(addr) => addr,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Hop::Moved(..) => "moved",
+            Hop::Ask(_) => "ask",
+        }
+    }
+}
+
+/// Why a call waits before it is sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// No node serves the target (yet).
+    Unreachable,
+    /// The node could not be reached or the connection broke (and resending is safe).
+    Failed,
+    /// `TRYAGAIN`: a multi-key command met a slot in mid-migration.
+    TryAgain,
+    /// `CLUSTERDOWN`: the cluster cannot serve the slot right now.
+    ClusterDown,
+}
+
+impl Wait {
+    /// The `slotproxy_redirects_total` kind, for the waits that are cluster redirects.
+    fn redirect_label(self) -> Option<&'static str> {
+        match self {
+            Wait::TryAgain => Some("tryagain"),
+            Wait::ClusterDown => Some("clusterdown"),
+            Wait::Unreachable | Wait::Failed => None,
+        }
+    }
+
+    /// The `slotproxy_retries_exhausted_total` kind.
+    fn exhausted_label(self) -> &'static str {
+        match self {
+            Wait::Unreachable | Wait::Failed => "unreachable",
+            Wait::TryAgain => "tryagain",
+            Wait::ClusterDown => "clusterdown",
+        }
+    }
+
+    /// Whether the slot map should be reloaded before the next try.
+    fn needs_refresh(self) -> bool {
+        !matches!(self, Wait::TryAgain)
     }
 }
 
