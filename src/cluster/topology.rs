@@ -12,9 +12,10 @@ use crate::protocol::command::CommandTable;
 use crate::upstream::Lane;
 use crate::upstream::{oneshot, pool::NodePool, Settings};
 use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -131,10 +132,7 @@ impl Topology {
     /// The master that took over all slots of master `id` after it left the map (a
     /// failover this proxy saw), following chains of failovers.
     pub fn successor_of(&self, id: &str) -> Option<String> {
-        self.successions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .successor_of(id)
+        self.successions.lock().successor_of(id)
     }
 
     /// The current snapshot, or `None` before the first successful load.
@@ -159,7 +157,7 @@ impl Topology {
     /// The pool for a node named in a redirect, created on first use.
     pub fn pool_for(&self, addr: &str) -> Arc<NodePool> {
         let addr = normalize_addr(addr);
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = self.pools.lock();
         pools
             .entry(addr.clone())
             .or_insert_with(|| NodePool::spawn(&addr, self.settings.clone(), self.metrics.clone()))
@@ -304,7 +302,7 @@ impl Topology {
             self.metrics.mark_refreshed(now_secs());
             return Ok(());
         }
-        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.install_lock.lock();
         if self.patches.load(Ordering::Relaxed) != patches_before {
             // A slot moved while this map was being read: it may predate the move and would
             // undo the patch. Read again instead.
@@ -330,7 +328,7 @@ impl Topology {
         let addr = normalize_addr(addr);
         // Read, patch and store under the install lock, so concurrent patches never drop
         // each other.
-        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.install_lock.lock();
         let Some(current) = self.snapshot() else {
             return;
         };
@@ -352,18 +350,18 @@ impl Topology {
 
     /// Makes `map` current (a new epoch), keeping pools of nodes that stay.
     pub fn install(&self, map: SlotMap, commands: Arc<CommandTable>, server_version: Arc<str>) {
-        let _guard = self.install_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.install_lock.lock();
         self.install_locked(map, commands, server_version);
     }
 
     fn install_locked(&self, map: SlotMap, commands: Arc<CommandTable>, server_version: Arc<str>) {
         let pools: Vec<Arc<NodePool>> = map.nodes.iter().map(|n| self.pool_for(&n.addr)).collect();
         {
-            let mut registry = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            let mut registry = self.pools.lock();
             registry.retain(|addr, _| map.nodes.iter().any(|n| &n.addr == addr));
         }
         if let Some(previous) = self.snapshot() {
-            let mut successions = self.successions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut successions = self.successions.lock();
             for (gone, heir) in successions.observe(&previous.map, &map) {
                 tracing::warn!(
                     gone = %gone,

@@ -6,8 +6,8 @@
 //! last full window.
 
 use crate::cluster::SLOT_COUNT;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often the rate window moves.
@@ -56,7 +56,7 @@ impl SlotStats {
     /// Starts a new rate window (called every [`SAMPLE_EVERY`]).
     pub fn rotate(&self) {
         let now = self.current();
-        let mut sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sample = self.sample.lock();
         *sample = (Instant::now(), now);
     }
 
@@ -64,7 +64,7 @@ impl SlotStats {
     pub fn hottest(&self, top: usize) -> (Vec<SlotFigures>, f64) {
         let now = self.current();
         let (since, before) = {
-            let sample = self.sample.lock().unwrap_or_else(|e| e.into_inner());
+            let sample = self.sample.lock();
             (sample.0, sample.1.clone())
         };
         let window = since.elapsed().as_secs_f64().max(0.001);

@@ -16,8 +16,8 @@ use super::executor::{Conns, MoveContext, MoveError};
 use crate::protocol::request::encode_command;
 use crate::protocol::scan;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::Serialize;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// Milliseconds per MiB of `MEMORY USAGE` (a string's serialisation cost).
@@ -64,7 +64,7 @@ impl Default for CostModel {
 impl CostModel {
     /// Estimated block time of moving a key of `bytes` with `elements`.
     pub fn estimate(&self, bytes: u64, elements: u64) -> Duration {
-        let scale = *self.scale.lock().unwrap_or_else(|e| e.into_inner());
+        let scale = *self.scale.lock();
         let ms = (bytes as f64 / 1_048_576.0 * MS_PER_MIB
             + elements as f64 * US_PER_ELEMENT / 1000.0)
             * scale;
@@ -77,7 +77,7 @@ impl CostModel {
             return; // too small to tell the model from the round trip
         }
         let ratio = measured.as_secs_f64() / estimated.as_secs_f64();
-        let mut scale = self.scale.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scale = self.scale.lock();
         *scale = (*scale * 0.6 + *scale * ratio * 0.4).clamp(0.25, 4.0);
     }
 }

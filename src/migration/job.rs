@@ -4,9 +4,9 @@
 //! its remaining slots and may be resumed. The queue interleaves sources so parallel workers
 //! tend to drain different masters at once.
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Errors kept per job (the newest ones).
@@ -241,19 +241,18 @@ impl Job {
         let mut job = Job::new(record.id, record.kind, remaining);
         job.created_at_ms = record.created_at_ms;
         job.slots_total = record.slots_total;
-        if let Ok(p) = job.progress.get_mut() {
-            p.open = record.in_flight;
-            p.state = record.state;
-            p.slots_done = record.slots_done;
-            p.keys_moved = record.keys_moved;
-            p.reason = record.reason;
-        }
+        let p = job.progress.get_mut();
+        p.open = record.in_flight;
+        p.state = record.state;
+        p.slots_done = record.slots_done;
+        p.keys_moved = record.keys_moved;
+        p.reason = record.reason;
         job
     }
 
-    /// Locks the progress (a poisoned lock still holds valid counters).
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks the progress.
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, Progress> {
+        self.progress.lock()
     }
 
     /// The journal record for the current state.

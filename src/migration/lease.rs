@@ -11,8 +11,9 @@ use crate::cluster::router::{Router, Target};
 use crate::protocol::{request::encode_command, scan};
 use crate::upstream::control::error_text;
 use crate::upstream::Lane;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -79,8 +80,8 @@ impl Lease {
         self.lock().users > 0 && !self.is_lost()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, LeaseState> {
+        self.state.lock()
     }
 
     async fn call(&self, args: &[&str]) -> Result<bytes::Bytes, LeaseError> {

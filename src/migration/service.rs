@@ -6,8 +6,9 @@ use super::job::{now_ms, Job, JobKind, JobState, SlotMove, StopRequest};
 use super::journal::Journal;
 use super::lease::{Lease, LeaseError};
 use crate::cluster::{Snapshot, Topology};
+use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// An admin-facing error: an HTTP status and a message.
@@ -127,8 +128,8 @@ impl Migrations {
         })
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    fn registry(&self) -> parking_lot::MutexGuard<'_, Registry> {
+        self.registry.lock()
     }
 
     /// The journal (recovery reads it).
@@ -176,24 +177,18 @@ impl Migrations {
 
     /// Rates seen so far, if any job has run.
     pub fn observed_rate(&self) -> Option<ObservedRate> {
-        *self.observed.lock().unwrap_or_else(|e| e.into_inner())
+        *self.observed.lock()
     }
 
     /// What crash recovery repaired, for `GET /cluster`.
     pub fn repairs(&self) -> Vec<String> {
-        self.repairs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.repairs.lock().clone()
     }
 
     /// Records a repair.
     pub fn note_repair(&self, what: String) {
         tracing::warn!("recovery: {what}");
-        self.repairs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(what);
+        self.repairs.lock().push(what);
     }
 
     /// Brings the migration gauges up to date (jobs by state, slots remaining and in flight,
@@ -276,7 +271,7 @@ impl Migrations {
         let id = format!("{:x}{:04x}", now_ms(), rand::random::<u16>());
         let job = Arc::new(Job::new(id, kind, moves));
         let saved = {
-            let _guard = self.journal_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self.journal_lock.lock();
             self.journal.save(&job.record(), true)
         };
         if let Err(e) = saved {
@@ -441,7 +436,7 @@ impl Migrations {
     fn save(&self, job: &Job, durable: bool) {
         // The record is taken under the lock, so an older record never overwrites a newer one.
         let result = {
-            let _guard = self.journal_lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _guard = self.journal_lock.lock();
             self.journal.save(&job.record(), durable)
         };
         if let Err(e) = result {
@@ -493,7 +488,7 @@ impl Migrations {
             p.earlier_runs_ms += elapsed.as_millis() as u64;
             if elapsed > Duration::from_secs(1) && p.run_slots > 0 {
                 let secs = elapsed.as_secs_f64();
-                *self.observed.lock().unwrap_or_else(|e| e.into_inner()) = Some(ObservedRate {
+                *self.observed.lock() = Some(ObservedRate {
                     keys_per_second: p.run_keys as f64 / secs,
                     slots_per_second: p.run_slots as f64 / secs,
                 });

@@ -1,7 +1,7 @@
 //! A shared cap on keys migrated per second, so a rebalance leaves the nodes room for
 //! client traffic.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// Paces callers so that, together, they take at most `rate` keys per second.
@@ -27,7 +27,7 @@ impl Throttle {
         }
         let cost = Duration::from_secs_f64(keys as f64 / self.rate as f64);
         let start = {
-            let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self.next_free.lock();
             // Idle time does not bank up into a burst bigger than one second's worth.
             let now = Instant::now();
             let floor = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);

@@ -7,10 +7,11 @@
 
 use crate::protocol::command::CommandInfo;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -94,27 +95,27 @@ impl ClientHandle {
         let now = at.saturating_duration_since(self.created).as_millis() as u64;
         self.last_active.store(now, Ordering::Relaxed);
         if changed {
-            *self.last_command.lock().unwrap_or_else(|e| e.into_inner()) = Some(command.clone());
+            *self.last_command.lock() = Some(command.clone());
         }
     }
 
     /// CLIENT SETNAME
     pub fn set_name(&self, name: Option<Bytes>) {
-        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = name;
+        *self.name.lock() = name;
     }
 
     /// CLIENT GETNAME
     pub fn name(&self) -> Option<Bytes> {
-        self.name.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.name.lock().clone()
     }
 
     /// The user the client authenticated as.
     pub fn set_user(&self, user: &str) {
-        *self.user.lock().unwrap_or_else(|e| e.into_inner()) = user.to_string();
+        *self.user.lock() = user.to_string();
     }
 
     fn user(&self) -> String {
-        self.user.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.user.lock().clone()
     }
 
     /// The protocol the client speaks.
@@ -162,7 +163,6 @@ impl ClientHandle {
         let command = self
             .last_command
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map_or_else(|| "NULL".to_string(), |c| c.name.clone());
         let [sub, psub, ssub] = [0, 1, 2].map(|i| self.subscriptions[i].load(Ordering::Relaxed));
@@ -250,7 +250,7 @@ impl Registry {
         killed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Arc<ClientHandle>>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, Arc<ClientHandle>>> {
+        self.clients.lock()
     }
 }

@@ -61,7 +61,7 @@ impl Pinned {
         let Some(conn) = self.conn.as_mut() else {
             return Err(UpstreamError::Connect {
                 addr: addr.into(),
-                reason: "no connection".into(),
+                cause: crate::error::Cause::Closed("no connection"),
             });
         };
         if !asking {

@@ -8,8 +8,8 @@ use crate::cluster::router::{Router, Target};
 use crate::protocol::request::encode_command;
 use crate::upstream::Lane;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 /// Scripts remembered at most; beyond that new ones are not cached (NOSCRIPT then reaches
 /// the client, as with a plain Redis after SCRIPT FLUSH).
@@ -25,7 +25,7 @@ impl ScriptCache {
     /// Remembers `body` under its SHA1.
     pub fn remember(&self, body: &Bytes) {
         let sha = sha1_smol::Sha1::from(&body[..]).digest().to_string();
-        let mut bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bodies = self.bodies.lock();
         if bodies.len() < MAX_SCRIPTS || bodies.contains_key(&sha) {
             bodies.insert(sha, body.clone());
         }
@@ -34,16 +34,13 @@ impl ScriptCache {
     /// The body for `sha`, if the proxy saw it.
     pub fn body(&self, sha: &[u8]) -> Option<Bytes> {
         let sha = String::from_utf8_lossy(sha).to_ascii_lowercase();
-        let bodies = self.bodies.lock().unwrap_or_else(|e| e.into_inner());
+        let bodies = self.bodies.lock();
         bodies.get(&sha).cloned()
     }
 
     /// Forgets every script (`SCRIPT FLUSH`).
     pub fn clear(&self) {
-        self.bodies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.bodies.lock().clear();
     }
 }
 

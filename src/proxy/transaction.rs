@@ -42,7 +42,7 @@ pub struct TxnState {
     pinned: SharedPinned,
     /// Whether the watch on the pinned connection still holds; cleared when the watched slot
     /// moves or the connection drops. Read and written only by exclusive reply futures.
-    watch: Arc<std::sync::Mutex<WatchHealth>>,
+    watch: Arc<parking_lot::Mutex<WatchHealth>>,
 }
 
 #[derive(Debug, Default)]
@@ -261,14 +261,14 @@ fn block(commands: &[Bytes]) -> Bytes {
 async fn watch_on_pinned(
     router: &Router,
     pinned: &mut Pinned,
-    watch: &std::sync::Mutex<WatchHealth>,
+    watch: &parking_lot::Mutex<WatchHealth>,
     slot: u16,
     raw: Bytes,
     first: bool,
     resp3: bool,
 ) -> Bytes {
     let health = |f: &mut dyn FnMut(&mut WatchHealth)| {
-        let mut h = watch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = watch.lock();
         f(&mut h)
     };
     if first {
@@ -317,13 +317,13 @@ async fn watch_on_pinned(
 async fn exec_watched(
     router: &Router,
     pinned: &SharedPinned,
-    watch: &std::sync::Mutex<WatchHealth>,
+    watch: &parking_lot::Mutex<WatchHealth>,
     block: Bytes,
     frames: usize,
     resp3: bool,
 ) -> Bytes {
     let mut pinned = pinned.lock().await;
-    let health = std::mem::take(&mut *watch.lock().unwrap_or_else(|e| e.into_inner()));
+    let health = std::mem::take(&mut *watch.lock());
     let Some(addr) = pinned.addr().map(str::to_string) else {
         return reply::null_array_for(resp3);
     };
@@ -361,8 +361,8 @@ async fn exec_watched(
 }
 
 /// Clears the pinned connection's watch (a broken connection is simply dropped).
-async fn unwatch(router: &Router, pinned: &mut Pinned, watch: &std::sync::Mutex<WatchHealth>) {
-    *watch.lock().unwrap_or_else(|e| e.into_inner()) = WatchHealth::default();
+async fn unwatch(router: &Router, pinned: &mut Pinned, watch: &parking_lot::Mutex<WatchHealth>) {
+    *watch.lock() = WatchHealth::default();
     let Some(addr) = pinned.addr().map(str::to_string) else {
         return;
     };

@@ -11,8 +11,8 @@
 //! Slots are indexed by a small number each session takes at accept (Copy, so it rides in
 //! [`super::Lane`]); charging is one atomic add.
 
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// The slot of requests that belong to no client (the lease, control work).
@@ -47,13 +47,13 @@ impl ReplyBudgets {
     /// Takes a slot for a new session whose disconnect switch is `token`; [`NO_CLIENT`]
     /// when accounting is off or every slot is taken.
     pub fn register(&self, token: CancellationToken) -> u32 {
-        let Some(slot) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() else {
+        let Some(slot) = self.free.lock().pop() else {
             return NO_CLIENT;
         };
         if let Some(s) = self.slots.get(slot as usize) {
             s.pending.store(0, Ordering::Relaxed);
             s.tripped.store(false, Ordering::Relaxed);
-            *s.token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+            *s.token.lock() = Some(token);
         }
         slot
     }
@@ -61,11 +61,8 @@ impl ReplyBudgets {
     /// Gives a session's slot back.
     pub fn unregister(&self, slot: u32) {
         if let Some(s) = self.slots.get(slot as usize) {
-            s.token.lock().unwrap_or_else(|e| e.into_inner()).take();
-            self.free
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(slot);
+            s.token.lock().take();
+            self.free.lock().push(slot);
         }
     }
 
@@ -77,7 +74,7 @@ impl ReplyBudgets {
         };
         let now = s.pending.fetch_add(bytes as i64, Ordering::Relaxed) + bytes as i64;
         if now > self.limit && !s.tripped.swap(true, Ordering::Relaxed) {
-            if let Some(token) = s.token.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if let Some(token) = s.token.lock().take() {
                 token.cancel();
             }
         }

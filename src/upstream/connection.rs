@@ -9,7 +9,7 @@
 use super::budget::ReplyBudgets;
 use super::stream::{self, NodeStream};
 use super::Settings;
-use crate::error::UpstreamError;
+use crate::error::{Cause, UpstreamError};
 use crate::metrics::Metrics;
 use crate::protocol::scan::ReplyScanner;
 use bytes::{Bytes, BytesMut};
@@ -90,29 +90,34 @@ pub async fn connect_with(
     settings: &Settings,
     resp3: bool,
 ) -> Result<NodeStream, UpstreamError> {
-    let fail = |reason: String| UpstreamError::Connect {
+    let fail = |cause: Cause| UpstreamError::Connect {
         addr: addr.clone(),
-        reason,
+        cause,
     };
     let target = match crate::config::split_host_port(addr) {
         Ok((host, port)) => (host.to_string(), port),
-        Err(e) => return Err(fail(e)),
+        Err(e) => return Err(fail(Cause::Config(e.to_string()))),
     };
     let host = target.0.clone();
     let tcp = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(target))
         .await
-        .map_err(|_| fail(format!("timed out after {:?}", settings.connect_timeout)))?
-        .map_err(|e| fail(e.to_string()))?;
-    tcp.set_nodelay(true).map_err(|e| fail(e.to_string()))?;
+        .map_err(|_| fail(Cause::TimedOut("connect")))?
+        .map_err(|e| fail(Cause::bare_io(e)))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| fail(Cause::io("TCP_NODELAY", e)))?;
     let mut stream = match &settings.tls {
         None => NodeStream::Plain(tcp),
-        Some(Err(error)) => return Err(fail(format!("TLS is misconfigured: {error}"))),
+        Some(Err(error)) => {
+            return Err(fail(Cause::Config(format!(
+                "TLS is misconfigured: {error}"
+            ))))
+        }
         Some(Ok(tls)) => {
-            let name = stream::server_name(&host).map_err(fail)?;
+            let name = stream::server_name(&host).map_err(|e| fail(Cause::Config(e)))?;
             let tls = tokio::time::timeout(settings.connect_timeout, tls.connect(name, tcp))
                 .await
-                .map_err(|_| fail("TLS handshake timed out".into()))?
-                .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
+                .map_err(|_| fail(Cause::TimedOut("TLS handshake")))?
+                .map_err(|e| fail(Cause::io("TLS handshake failed", e)))?;
             NodeStream::Tls(Box::new(tls))
         }
     };
@@ -126,13 +131,13 @@ pub async fn connect_with(
         };
         let reply = tokio::time::timeout(settings.connect_timeout, check)
             .await
-            .map_err(|_| fail("AUTH timed out".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|_| fail(Cause::TimedOut("AUTH")))?
+            .map_err(|e| fail(Cause::io("AUTH", e)))?;
         if !reply.starts_with(b"+OK") {
-            return Err(fail(format!(
+            return Err(fail(Cause::Refused(format!(
                 "AUTH failed: {}",
                 String::from_utf8_lossy(&reply).trim()
-            )));
+            ))));
         }
     }
     if resp3 {
@@ -154,13 +159,13 @@ pub async fn connect_with(
         };
         let reply = tokio::time::timeout(settings.connect_timeout, hello)
             .await
-            .map_err(|_| fail("HELLO 3 timed out".into()))?
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|_| fail(Cause::TimedOut("HELLO 3")))?
+            .map_err(|e| fail(Cause::io("HELLO 3", e)))?;
         if reply.starts_with(b"-") {
-            return Err(fail(format!(
+            return Err(fail(Cause::Refused(format!(
                 "HELLO 3 failed: {}",
                 String::from_utf8_lossy(&reply).trim()
-            )));
+            ))));
         }
     }
     Ok(stream)
@@ -237,7 +242,7 @@ pub async fn supervise(
 
 enum Ended {
     JobsClosed,
-    Broken(String),
+    Broken(Cause),
 }
 
 /// Runs one connection until it breaks or the pool is dropped.
@@ -275,7 +280,7 @@ async fn serve(
             }
             // The flush matters for TLS (rustls buffers records); for TCP it does nothing.
             if let Err(e) = crate::io::write_out(&mut writer, &out).await {
-                return Ended::Broken(format!("write failed: {e}"));
+                return Ended::Broken(Cause::io("write failed", e));
             }
         }
     };
@@ -294,9 +299,9 @@ async fn serve(
             tokio::select! {
                 biased;
                 read = reader.read_buf(&mut buf) => match read {
-                    Ok(0) => return Ended::Broken("closed by node".into()),
+                    Ok(0) => return Ended::Broken(Cause::Closed("closed by node")),
                     Ok(_) => {}
-                    Err(e) => return Ended::Broken(format!("read failed: {e}")),
+                    Err(e) => return Ended::Broken(Cause::io("read failed", e)),
                 },
                 _ = &mut timer => {
                     take_new(&mut pending_rx, &mut waiting);
@@ -309,7 +314,7 @@ async fn serve(
                 let len = match scanner.scan(&buf) {
                     Ok(Some(len)) => len,
                     Ok(None) => break,
-                    Err(e) => return Ended::Broken(format!("bad reply: {e}")),
+                    Err(e) => return Ended::Broken(Cause::Refused(format!("bad reply: {e}"))),
                 };
                 let frame = buf.split_to(len);
                 if let Some((_, due, so_far)) = gathering.as_mut() {
@@ -338,7 +343,7 @@ async fn serve(
                             }
                         }
                     }
-                    None => return Ended::Broken("reply without a request".into()),
+                    None => return Ended::Broken(Cause::Refused("reply without a request".into())),
                 }
             }
         }
@@ -347,9 +352,9 @@ async fn serve(
         ended = write_loop => ended,
         ended = read_loop => ended,
     };
-    let reason = match &ended {
-        Ended::JobsClosed => "proxy closed the connection".to_string(),
-        Ended::Broken(reason) => reason.clone(),
+    let cause = match &ended {
+        Ended::JobsClosed => Cause::Closed("proxy closed the connection"),
+        Ended::Broken(cause) => cause.clone(),
     };
     pending_rx.close();
     take_new(&mut pending_rx, &mut waiting);
@@ -357,7 +362,7 @@ async fn serve(
         if let Pending::Reply(waiter, _, _) = pending {
             waiter.fail(UpstreamError::Lost {
                 addr: addr.clone(),
-                reason: reason.clone(),
+                cause: cause.clone(),
                 maybe_executed: true,
             });
         }

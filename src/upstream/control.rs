@@ -9,7 +9,7 @@
 
 use super::stream::NodeStream;
 use super::Settings;
-use crate::error::UpstreamError;
+use crate::error::{Cause, UpstreamError};
 use crate::protocol::{request::encode_command, scan::ReplyScanner};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -73,7 +73,7 @@ impl ControlConn {
         let mut replies = self.call_raw(&encode_command(args), 1, timeout).await?;
         replies.pop().ok_or_else(|| UpstreamError::Lost {
             addr: self.addr.clone(),
-            reason: "no reply".into(),
+            cause: Cause::Closed("no reply"),
             maybe_executed: true,
         })
     }
@@ -123,22 +123,25 @@ impl ControlConn {
             self.connects += 1;
         }
         let addr = self.addr.clone();
-        let lost = |reason: String| UpstreamError::Lost {
+        let lost = |cause: Cause| UpstreamError::Lost {
             addr: addr.clone(),
-            reason,
+            cause,
             maybe_executed: true,
         };
         let Some(stream) = self.stream.as_mut() else {
-            return Err(lost("not connected".into()));
+            return Err(lost(Cause::Closed("not connected")));
         };
         self.busy = true;
         crate::io::write_out(stream, payload)
             .await
-            .map_err(|e| lost(e.to_string()))?;
+            .map_err(|e| lost(Cause::io("write failed", e)))?;
         let mut replies = Vec::with_capacity(frames);
         let mut scanner = ReplyScanner::default();
         while replies.len() < frames {
-            if let Some(len) = scanner.scan(&self.buf).map_err(|e| lost(e.to_string()))? {
+            if let Some(len) = scanner
+                .scan(&self.buf)
+                .map_err(|e| lost(Cause::Refused(format!("bad reply: {e}"))))?
+            {
                 replies.push(self.buf.split_to(len).freeze());
                 scanner = ReplyScanner::default();
                 continue;
@@ -146,10 +149,10 @@ impl ControlConn {
             if stream
                 .read_buf(&mut self.buf)
                 .await
-                .map_err(|e| lost(e.to_string()))?
+                .map_err(|e| lost(Cause::io("read failed", e)))?
                 == 0
             {
-                return Err(lost("closed by node".into()));
+                return Err(lost(Cause::Closed("closed by node")));
             }
         }
         self.busy = false;

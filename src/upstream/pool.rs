@@ -3,7 +3,7 @@
 use super::budget::ReplyBudgets;
 use super::connection::{supervise, Job, ReplyResult};
 use super::{Lane, Settings};
-use crate::error::UpstreamError;
+use crate::error::{Cause, UpstreamError};
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -78,7 +78,7 @@ impl NodePool {
         if let Err(mpsc::error::SendError(job)) = lanes[lane.index % lanes.len()].send(job) {
             let _ = job.reply.send(Err(UpstreamError::Connect {
                 addr: self.addr.clone(),
-                reason: "connection task stopped".into(),
+                cause: Cause::Closed("connection task stopped"),
             }));
         }
         rx
@@ -150,7 +150,7 @@ pub async fn wait(addr: &Arc<str>, rx: ReplyRx) -> ReplyResult {
 pub fn lost(addr: &Arc<str>) -> UpstreamError {
     UpstreamError::Lost {
         addr: addr.clone(),
-        reason: "connection task ended".into(),
+        cause: Cause::Closed("connection task ended"),
         maybe_executed: true,
     }
 }

@@ -4,10 +4,11 @@
 //! arrive), `cut` closes every connection and refuses new ones (a partition the kernel
 //! reports), `heal` undoes either.
 
+use parking_lot::Mutex;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -45,7 +46,7 @@ impl Relay {
     /// Closes every connection and refuses new ones.
     pub fn cut(&self) {
         self.switches.cut.store(true, Ordering::SeqCst);
-        for stream in self.switches.streams.lock().expect("streams").drain(..) {
+        for stream in self.switches.streams.lock().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
@@ -81,7 +82,7 @@ fn accept_loop(listener: TcpListener, target: SocketAddr, switches: Arc<Switches
             continue;
         };
         let _ = client.set_nonblocking(false);
-        let mut streams = switches.streams.lock().expect("streams");
+        let mut streams = switches.streams.lock();
         for stream in [&client, &server] {
             if let Ok(clone) = stream.try_clone() {
                 streams.push(clone);
