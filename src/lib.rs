@@ -8,16 +8,21 @@
 //!                                        │ protocol::request decodes, with limits
 //!                                        │ proxy::dispatch looks up protocol::command
 //!                                        ▼
-//!                      local reply │ router (one slot) │ fanout (split / all masters)
-//!                                        │  reads cluster::Topology snapshot (ArcSwap)
+//!                      local reply │ proxy::action::send (one slot) │ proxy::fanout (split)
+//!                                        │
+//!                      cluster::router: owner from the cluster::Topology snapshot (ArcSwap),
+//!                                        │ hides MOVED / ASK / TRYAGAIN / CLUSTERDOWN
 //!                                        ▼
 //!                      upstream::pool ─▶ connection (pipelined, shared by many clients)
 //!                                        │ replies framed by protocol::scan, raw bytes
 //!                                        ▼
-//!                      router hides MOVED / ASK / TRYAGAIN / CLUSTERDOWN
-//!                                        ▼
 //!                      session writes replies in request order
 //! ```
+//!
+//! Beside the data path, on the same floor (`cluster`, `upstream`, `protocol`): `migration`
+//! moves slots and touches the data path only through the slot map and the router, and
+//! `admin` serves the HTTP API over it. `tests/layering.rs` keeps the layers and checks that
+//! no two files import each other in a circle.
 //!
 //! [`start`] binds the listeners and spawns everything; `main` and the integration tests both
 //! use it.
@@ -77,7 +82,7 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     /// The migration journal directory is unusable.
     #[error("migration.data_dir: {0}")]
-    DataDir(String),
+    DataDir(#[from] migration::journal::JournalError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -220,15 +225,14 @@ fn start_migrations(
     let topology = router.topology.clone();
     let metrics = router.metrics.clone();
     let m = &config.migration;
-    let journal = migration::journal::Journal::open(&m.data_dir).map_err(StartError::DataDir)?;
-    let holder = migration::journal::holder_id(&m.data_dir, &admin_addr.to_string())
-        .map_err(StartError::DataDir)?;
+    let journal = migration::journal::Journal::open(&m.data_dir)?;
+    let holder = migration::journal::holder_id(&m.data_dir, &admin_addr.to_string())?;
     let lease = Arc::new(migration::lease::Lease::new(
         router,
         holder,
         Duration::from_millis(m.lease_ttl_ms),
     ));
-    let ctx = Arc::new(migration::executor::MoveContext {
+    let ctx = Arc::new(migration::context::MoveContext {
         settings,
         topology,
         batch_keys: m.batch_keys,
@@ -240,13 +244,13 @@ fn start_migrations(
         max_key_block: Duration::from_millis(m.max_key_block_ms),
         costs: Default::default(),
     });
+    let jobs = migration::service::JobSettings {
+        parallel_slots: m.parallel_slots,
+        history_len: m.history,
+        repair_grace: Duration::from_millis(m.repair_grace_ms),
+    };
     Ok(migration::service::Migrations::new(
-        ctx,
-        lease,
-        journal,
-        m.parallel_slots,
-        m.history,
-        Duration::from_millis(m.repair_grace_ms),
+        ctx, lease, journal, jobs,
     ))
 }
 

@@ -30,8 +30,8 @@ fn render(table: &CommandTable, version: &str) -> String {
         let writes = if info.write { "yes" } else { "" };
         out.push_str(&format!(
             "| `{name}` | {writes} | {} | {} |\n",
-            info.policy.status(&info),
-            info.policy.describe(&info)
+            info.status(),
+            info.describe()
         ));
     }
     out

@@ -1,11 +1,11 @@
 //! `POST /call`: one command on every master, replica or node, answers per node, like
 //! `redis-cli --cluster call`.
 
-use super::cluster_routes::fresh_map;
 use super::http::{json, Reply};
-use super::AdminState;
-use crate::migration::executor::Conns;
-use crate::migration::service::ApiError;
+use super::lookup::fresh_map;
+use super::state::AdminState;
+use crate::migration::context::Conns;
+use crate::migration::Error;
 use crate::protocol::scan;
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -87,14 +87,14 @@ pub fn to_json(raw: &Bytes) -> serde_json::Value {
 }
 
 /// `POST /call`.
-pub async fn call(state: &AdminState, body: Call) -> Result<Reply, ApiError> {
+pub async fn call(state: &AdminState, body: Call) -> Result<Reply, Error> {
     if body.command.is_empty() {
-        return Err(ApiError::bad_request(
-            "command: give the command and its arguments",
+        return Err(Error::BadRequest(
+            "command: give the command and its arguments".into(),
         ));
     }
     if let Some(why) = refused(&body.command) {
-        return Err(ApiError::bad_request(format!("command: {why}")));
+        return Err(Error::BadRequest(format!("command: {why}")));
     }
     let map = fresh_map(state).await?;
     let ctx = &state.migrations.ctx;
@@ -107,11 +107,11 @@ pub async fn call(state: &AdminState, body: Call) -> Result<Reply, ApiError> {
     if body.nodes != Nodes::Masters {
         let first = masters
             .first()
-            .ok_or_else(|| ApiError::unavailable("no master known"))?;
+            .ok_or_else(|| Error::Unavailable("no master known".into()))?;
         let (_, lines) = ctx
             .node_view(&mut conns, first)
             .await
-            .map_err(|e| ApiError::unavailable(format!("{first}: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("{first}: {e}")))?;
         targets.extend(
             lines
                 .iter()

@@ -1,6 +1,6 @@
 //! Small HTTP helpers for the admin handlers: JSON responses, JSON errors, body reading.
 
-use crate::migration::service::ApiError;
+use crate::migration::Error;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -37,19 +37,31 @@ pub fn error(status: StatusCode, message: &str) -> Reply {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-/// An [`ApiError`] as a response.
-pub fn api_error(e: &ApiError) -> Reply {
-    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error(status, &e.message)
+/// The HTTP status of a migration-wing error: whose move it is.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) | Error::LeaseHeld(_) => StatusCode::CONFLICT,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::TimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Partial(_) => StatusCode::BAD_GATEWAY,
+        Error::Journal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A migration-wing error as a response: its status and `{"error": message}`.
+pub fn error_reply(e: &Error) -> Reply {
+    error(status_of(e), &e.to_string())
 }
 
 /// Reads and parses a JSON body; an empty body parses as `{}`.
-pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Error> {
     let body = Limited::new(req.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| {
-            ApiError::bad_request(format!(
+            Error::BadRequest(format!(
                 "cannot read the request body (at most {MAX_BODY} bytes): {e}"
             ))
         })?
@@ -59,5 +71,5 @@ pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T,
     } else {
         &body
     };
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON body: {e}")))
+    serde_json::from_slice(body).map_err(|e| Error::BadRequest(format!("bad JSON body: {e}")))
 }

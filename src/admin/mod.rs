@@ -24,34 +24,23 @@
 mod call_routes;
 mod cluster_routes;
 mod http;
+mod lookup;
 mod migration_routes;
 mod node_routes;
+mod plan;
 mod slot_routes;
+mod state;
 
-use crate::cluster::Topology;
-use crate::metrics::Metrics;
-use crate::migration::service::{ApiError, Migrations};
-use http::{api_error, error, read_json, text, Reply};
+pub use state::AdminState;
+
+use crate::migration::Error;
+use http::{error, error_reply, read_json, text, Reply};
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
-use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// What the admin handlers read.
-#[derive(Clone)]
-pub struct AdminState {
-    /// Cluster view, for readiness.
-    pub topology: Arc<Topology>,
-    /// Metrics to render.
-    pub metrics: Arc<Metrics>,
-    /// Slot migrations.
-    pub migrations: Arc<Migrations>,
-    /// Bearer token for mutating routes (empty: none).
-    pub token: Arc<str>,
-}
 
 /// Serves admin requests until `shutdown`.
 pub async fn run(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
@@ -99,7 +88,7 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
         );
         return reply;
     }
-    let result: Result<Reply, ApiError> = match (&method, parts.as_slice()) {
+    let result: Result<Reply, Error> = match (&method, parts.as_slice()) {
         (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n".into())),
         (&Method::GET, ["readyz"]) => Ok(match state.topology.snapshot() {
             Some(s) => text(StatusCode::OK, format!("ready: epoch {}\n", s.epoch)),
@@ -117,8 +106,8 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
             Ok(response)
         }
         (&Method::GET, ["cluster"]) => cluster_routes::cluster(state).await,
-        (&Method::GET, ["cluster", "check"]) => node_routes::check(state).await,
-        (&Method::POST, ["cluster", "fix"]) => node_routes::fix(state).await,
+        (&Method::GET, ["cluster", "check"]) => cluster_routes::check(state).await,
+        (&Method::POST, ["cluster", "fix"]) => cluster_routes::fix(state).await,
         (&Method::POST, ["call"]) => match read_json(req).await {
             Ok(body) => call_routes::call(state, body).await,
             Err(e) => Err(e),
@@ -146,19 +135,19 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> Reply {
             migration_routes::action(state, &id, &action).await
         }
         (&Method::POST, ["nodes"]) => match read_json(req).await {
-            Ok(body) => cluster_routes::add_node(state, body).await,
+            Ok(body) => node_routes::add(state, body).await,
             Err(e) => Err(e),
         },
         (&Method::POST, ["nodes", id, "drain"]) => {
             let id = id.to_string();
             match read_json(req).await {
-                Ok(body) => cluster_routes::drain(state, &id, body).await,
+                Ok(body) => node_routes::drain(state, &id, body).await,
                 Err(e) => Err(e),
             }
         }
-        (_, _) => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+        (_, _) => Err(Error::NotFound(format!("no route for {method} {path}"))),
     };
-    result.unwrap_or_else(|e| api_error(&e))
+    result.unwrap_or_else(|e| error_reply(&e))
 }
 
 /// True when no token is configured or the request carries it.

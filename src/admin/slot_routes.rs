@@ -1,16 +1,16 @@
 //! `GET /slots/stats?top=N`: the hottest slots, with ops/s, owner and key count.
 
 use super::http::{json, Reply};
-use super::AdminState;
-use crate::migration::executor::Conns;
-use crate::migration::service::ApiError;
+use super::state::AdminState;
+use crate::migration::context::Conns;
+use crate::migration::Error;
 use hyper::StatusCode;
 
 /// Most slots one request may list.
 const MAX_TOP: usize = 1000;
 
 /// Parses `top` from the query string (default 20).
-fn top_from_query(query: Option<&str>) -> Result<usize, ApiError> {
+fn top_from_query(query: Option<&str>) -> Result<usize, Error> {
     let Some(query) = query else { return Ok(20) };
     for pair in query.split('&') {
         if let Some(value) = pair.strip_prefix("top=") {
@@ -18,14 +18,14 @@ fn top_from_query(query: Option<&str>) -> Result<usize, ApiError> {
                 .parse::<usize>()
                 .ok()
                 .filter(|n| (1..=MAX_TOP).contains(n))
-                .ok_or_else(|| ApiError::bad_request(format!("top: must be 1..={MAX_TOP}")));
+                .ok_or_else(|| Error::BadRequest(format!("top: must be 1..={MAX_TOP}")));
         }
     }
     Ok(20)
 }
 
 /// `GET /slots/stats`.
-pub async fn stats(state: &AdminState, query: Option<&str>) -> Result<Reply, ApiError> {
+pub async fn stats(state: &AdminState, query: Option<&str>) -> Result<Reply, Error> {
     let top = top_from_query(query)?;
     let (figures, window) = state.metrics.slot_stats.hottest(top);
     let snapshot = state.topology.snapshot();

@@ -58,18 +58,32 @@ impl NodeLine {
     }
 }
 
+/// A `CLUSTER NODES` line that cannot be read, with the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem} in CLUSTER NODES line {line:?}")]
+pub struct ParseError {
+    /// What is wrong (`too few fields`, `bad slot "x"`, …).
+    pub problem: String,
+    /// The line.
+    pub line: String,
+}
+
 /// Parses the whole `CLUSTER NODES` text.
-pub fn parse(text: &str) -> Result<Vec<NodeLine>, String> {
+pub fn parse(text: &str) -> Result<Vec<NodeLine>, ParseError> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(parse_line)
         .collect()
 }
 
-fn parse_line(line: &str) -> Result<NodeLine, String> {
+fn parse_line(line: &str) -> Result<NodeLine, ParseError> {
+    let fail = |problem: String| ParseError {
+        problem,
+        line: line.into(),
+    };
     let fields: Vec<&str> = line.split_whitespace().collect();
     if fields.len() < 8 {
-        return Err(format!("short CLUSTER NODES line: {line:?}"));
+        return Err(fail("too few fields".into()));
     }
     let addr = fields[1]
         .split(['@', ','])
@@ -100,7 +114,7 @@ fn parse_line(line: &str) -> Result<NodeLine, String> {
                 node.importing
                     .push((parse_slot(slot, line)?, id.to_string()));
             } else {
-                return Err(format!("unknown slot marker {item:?} in {line:?}"));
+                return Err(fail(format!("unknown slot marker {item:?}")));
             }
         } else if let Some((a, b)) = item.split_once('-') {
             node.slots
@@ -113,11 +127,14 @@ fn parse_line(line: &str) -> Result<NodeLine, String> {
     Ok(node)
 }
 
-fn parse_slot(s: &str, line: &str) -> Result<u16, String> {
+fn parse_slot(s: &str, line: &str) -> Result<u16, ParseError> {
     s.parse::<u16>()
         .ok()
         .filter(|&v| (v as usize) < crate::cluster::SLOT_COUNT)
-        .ok_or_else(|| format!("bad slot {s:?} in {line:?}"))
+        .ok_or_else(|| ParseError {
+            problem: format!("bad slot {s:?}"),
+            line: line.into(),
+        })
 }
 
 /// The `myself` line of a node's own reply.

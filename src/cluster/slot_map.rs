@@ -118,9 +118,9 @@ impl SlotMap {
         (self.nodes.len() - 1) as u16
     }
 
-    fn assign(&mut self, start: i64, end: i64, node: u16) -> Result<(), String> {
+    fn assign(&mut self, start: i64, end: i64, node: u16) -> Result<(), MapError> {
         if start < 0 || end < start || end >= SLOT_COUNT as i64 {
-            return Err(format!("slot range {start}-{end} is out of bounds"));
+            return Err(MapError::OutOfBounds { start, end });
         }
         for slot in start..=end {
             self.owners[slot as usize] = node;
@@ -130,9 +130,9 @@ impl SlotMap {
 
     /// Parses a raw `CLUSTER SHARDS` reply; with `tls`, nodes are reached at their
     /// `tls-port` (a cluster with `tls-cluster yes` lists both ports).
-    pub fn from_shards(raw: &Bytes, tls: bool) -> Result<SlotMap, String> {
+    pub fn from_shards(raw: &Bytes, tls: bool) -> Result<SlotMap, MapError> {
         let BytesFrame::Array(shards) = decode(raw)? else {
-            return Err(error_text(raw));
+            return Err(MapError::Refused(error_text(raw)));
         };
         let mut map = SlotMap::empty();
         for shard in &shards {
@@ -173,9 +173,9 @@ impl SlotMap {
     /// The shards of a raw `CLUSTER SHARDS` reply as (every node id in the shard, the id of
     /// its healthy master if it has one): after a failover, the failed master and the
     /// promoted replica stay in one shard, which is how a job finds where its target went.
-    pub fn shard_members(raw: &Bytes) -> Result<Vec<ShardMembers>, String> {
+    pub fn shard_members(raw: &Bytes) -> Result<Vec<ShardMembers>, MapError> {
         let BytesFrame::Array(shards) = decode(raw)? else {
-            return Err(error_text(raw));
+            return Err(MapError::Refused(error_text(raw)));
         };
         let mut out = Vec::new();
         for shard in &shards {
@@ -198,9 +198,9 @@ impl SlotMap {
     }
 
     /// Parses a raw `CLUSTER SLOTS` reply (servers before Redis 7).
-    pub fn from_slots(raw: &Bytes) -> Result<SlotMap, String> {
+    pub fn from_slots(raw: &Bytes) -> Result<SlotMap, MapError> {
         let BytesFrame::Array(ranges) = decode(raw)? else {
-            return Err(error_text(raw));
+            return Err(MapError::Refused(error_text(raw)));
         };
         let mut map = SlotMap::empty();
         for range in &ranges {
@@ -225,12 +225,34 @@ impl SlotMap {
     }
 }
 
-fn decode(raw: &Bytes) -> Result<BytesFrame, String> {
+fn decode(raw: &Bytes) -> Result<BytesFrame, MapError> {
     match redis_protocol::resp2::decode::decode_bytes(raw) {
         Ok(Some((frame, _))) => Ok(frame),
-        Ok(None) => Err("incomplete reply".into()),
-        Err(e) => Err(format!("undecodable reply: {e:?}")),
+        Ok(None) => Err(MapError::Incomplete),
+        Err(e) => Err(MapError::Undecodable(format!("{e:?}"))),
     }
+}
+
+/// Why a `CLUSTER SHARDS` / `CLUSTER SLOTS` reply makes no slot map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// The node answered an error (or something that is not a list).
+    #[error("{0}")]
+    Refused(String),
+    /// A slot range outside 0..16384.
+    #[error("slot range {start}-{end} is out of bounds")]
+    OutOfBounds {
+        /// First slot.
+        start: i64,
+        /// Last slot.
+        end: i64,
+    },
+    /// Cut short.
+    #[error("incomplete reply")]
+    Incomplete,
+    /// Not RESP.
+    #[error("undecodable reply: {0}")]
+    Undecodable(String),
 }
 
 fn error_text(raw: &Bytes) -> String {

@@ -170,7 +170,7 @@ impl Topology {
     }
 
     /// Loads the slot map (and, the first time, the command table) from any reachable node.
-    pub async fn refresh(&self, cause: RefreshCause) -> Result<(), String> {
+    pub async fn refresh(&self, cause: RefreshCause) -> Result<(), TopologyError> {
         self.metrics
             .slot_map_refreshes
             .with_label_values(&[cause.label()])
@@ -187,18 +187,18 @@ impl Topology {
                     .await
                 {
                     Ok(()) => return Ok(()),
-                    Err(e) => errors.push(format!("{addr}: {e}")),
+                    Err(e) => errors.push(e),
                 }
             }
         }
         self.metrics.slot_map_refresh_errors.inc();
-        Err(errors.join("; "))
+        Err(TopologyError::NoNode(errors))
     }
 
     /// Reads the cluster's slot map afresh from the first node that answers, without
     /// installing it: decisions such as rebalance plans are made on what the cluster says
     /// right now, not on the proxy's (possibly patched) snapshot.
-    pub async fn read_map(&self) -> Result<SlotMap, String> {
+    pub async fn read_map(&self) -> Result<SlotMap, TopologyError> {
         let mut errors = Vec::new();
         let mut best: Option<SlotMap> = None;
         for addr in self.candidates() {
@@ -211,26 +211,22 @@ impl Topology {
                         best = Some(map);
                     }
                 }
-                Err(e) => errors.push(format!("{addr}: {e}")),
+                Err(e) => errors.push(e),
             }
         }
-        best.ok_or_else(|| errors.join("; "))
+        best.ok_or(TopologyError::NoNode(errors))
     }
 
     /// Every master's own view of the slot map, which must all agree: the pre-flight check
     /// before a migration is planned.
-    pub async fn read_agreed_map(&self) -> Result<SlotMap, String> {
+    pub async fn read_agreed_map(&self) -> Result<SlotMap, TopologyError> {
         let first = self.read_map().await?;
         for node in &first.nodes {
-            let theirs = self
-                .fetch_map(&node.addr)
-                .await
-                .map_err(|e| format!("{}: {e}", node.addr))?;
+            let theirs = self.fetch_map(&node.addr).await?;
             if !same_owners(&theirs, &first) {
-                return Err(format!(
-                    "{} does not agree with the other masters about slot ownership yet",
-                    node.addr
-                ));
+                return Err(TopologyError::Disagrees {
+                    addr: node.addr.clone(),
+                });
             }
         }
         Ok(first)
@@ -251,24 +247,27 @@ impl Topology {
         candidates
     }
 
-    async fn fetch_map(&self, addr: &str) -> Result<SlotMap, String> {
+    async fn fetch_map(&self, addr: &str) -> Result<SlotMap, TopologyError> {
         let query = |args: &'static [&'static str]| {
             oneshot::query(addr, args, &self.settings, self.query_timeout)
         };
-        let shards = query(&["CLUSTER", "SHARDS"])
-            .await
-            .map_err(|e| e.to_string())?;
+        let node = |source| TopologyError::Node {
+            addr: addr.into(),
+            source,
+        };
+        let shards = query(&["CLUSTER", "SHARDS"]).await.map_err(node)?;
         let map = match SlotMap::from_shards(&shards, self.settings.tls.is_some()) {
             Ok(map) => map,
             Err(_) => {
-                let slots = query(&["CLUSTER", "SLOTS"])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                SlotMap::from_slots(&slots)?
+                let slots = query(&["CLUSTER", "SLOTS"]).await.map_err(node)?;
+                SlotMap::from_slots(&slots).map_err(|source| TopologyError::Map {
+                    addr: addr.into(),
+                    source,
+                })?
             }
         };
         if map.covered() == 0 {
-            return Err("node reports no slots assigned".into());
+            return Err(TopologyError::NoSlots { addr: addr.into() });
         }
         Ok(map)
     }
@@ -278,23 +277,34 @@ impl Topology {
         addr: &str,
         previous: Option<&Snapshot>,
         require_full: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), TopologyError> {
         let patches_before = self.patches.load(Ordering::Relaxed);
         let query = |args: &'static [&'static str]| {
             oneshot::query(addr, args, &self.settings, self.query_timeout)
         };
         let map = self.fetch_map(addr).await?;
         if require_full && map.covered() < crate::cluster::SLOT_COUNT {
-            return Err(format!("its view covers only {} slots", map.covered()));
+            return Err(TopologyError::Partial {
+                addr: addr.into(),
+                covered: map.covered(),
+            });
         }
+        let node = |source| TopologyError::Node {
+            addr: addr.into(),
+            source,
+        };
         let (commands, version) = match previous {
             Some(p) => (p.commands.clone(), p.server_version.clone()),
             None => {
-                let raw = query(&["COMMAND"]).await.map_err(|e| e.to_string())?;
-                let commands = Arc::new(CommandTable::from_command_reply(&raw)?);
-                let info = query(&["INFO", "server"])
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let raw = query(&["COMMAND"]).await.map_err(node)?;
+                let commands = CommandTable::from_command_reply(&raw).map_err(|source| {
+                    TopologyError::Commands {
+                        addr: addr.into(),
+                        source,
+                    }
+                })?;
+                let commands = Arc::new(commands);
+                let info = query(&["INFO", "server"]).await.map_err(node)?;
                 (commands, redis_version(&info).into())
             }
         };
@@ -463,4 +473,59 @@ fn now_secs() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// Why the slot map could not be read or installed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TopologyError {
+    /// A node could not be asked.
+    #[error("{addr}: {source}")]
+    Node {
+        /// The node.
+        addr: String,
+        /// Why.
+        #[source]
+        source: crate::error::UpstreamError,
+    },
+    /// A node's map reply could not be read.
+    #[error("{addr}: {source}")]
+    Map {
+        /// The node.
+        addr: String,
+        /// Why.
+        #[source]
+        source: super::slot_map::MapError,
+    },
+    /// A node's `COMMAND` reply could not be read.
+    #[error("{addr}: {source}")]
+    Commands {
+        /// The node.
+        addr: String,
+        /// Why.
+        #[source]
+        source: crate::protocol::command::CommandTableError,
+    },
+    /// The node owns no slots at all (not part of a cluster yet).
+    #[error("{addr}: node reports no slots assigned")]
+    NoSlots {
+        /// The node.
+        addr: String,
+    },
+    /// The node does not know the owner of every slot yet.
+    #[error("{addr}: its view covers only {covered} slots")]
+    Partial {
+        /// The node.
+        addr: String,
+        /// Slots it knows an owner of.
+        covered: usize,
+    },
+    /// A master sees other owners than the others do.
+    #[error("{addr} does not agree with the other masters about slot ownership yet")]
+    Disagrees {
+        /// The master.
+        addr: String,
+    },
+    /// No node gave a usable map: what each one said.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoNode(Vec<TopologyError>),
 }

@@ -246,7 +246,7 @@ impl Config {
             ));
         }
         for seed in &self.cluster.seeds {
-            split_host_port(seed).map_err(|m| ("cluster.seeds", m))?;
+            split_host_port(seed).map_err(|m| ("cluster.seeds", m.to_string()))?;
         }
         let p = &self.proxy;
         if p.max_bulk_bytes == 0 || p.max_bulk_bytes > MAX_BULK_BYTES_CEILING {
@@ -397,17 +397,37 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("`{s}` is not an IP:port address (e.g. 127.0.0.1:6380 or [::1]:6380)"))
 }
 
+/// Why a `host:port` is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// No `:port`.
+    #[error("`{0}` is not host:port")]
+    NoPort(String),
+    /// The port is not a number 0-65535.
+    #[error("`{addr}`: port `{port}` is not a number 0-65535")]
+    BadPort {
+        /// The whole address.
+        addr: String,
+        /// What stood after the last `:`.
+        port: String,
+    },
+    /// Nothing before the `:`.
+    #[error("`{0}`: host is empty")]
+    NoHost(String),
+}
+
 /// Splits `host:port` (IPv6 as `[::1]:7000` or `::1:7000`); the port must be a number.
-pub fn split_host_port(s: &str) -> Result<(&str, u16), String> {
+pub fn split_host_port(s: &str) -> Result<(&str, u16), AddrError> {
     let (host, port) = s
         .rsplit_once(':')
-        .ok_or_else(|| format!("`{s}` is not host:port"))?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("`{s}`: port `{port}` is not a number 0-65535"))?;
+        .ok_or_else(|| AddrError::NoPort(s.into()))?;
+    let port: u16 = port.parse().map_err(|_| AddrError::BadPort {
+        addr: s.into(),
+        port: port.into(),
+    })?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        return Err(format!("`{s}`: host is empty"));
+        return Err(AddrError::NoHost(s.into()));
     }
     Ok((host, port))
 }

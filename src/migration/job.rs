@@ -155,7 +155,7 @@ pub struct Progress {
     /// Recent errors, oldest first.
     pub errors: VecDeque<String>,
     /// Big keys moved alone, with their measured block times (newest last).
-    pub big_keys: VecDeque<super::bigkeys::KeyCost>,
+    pub big_keys: VecDeque<super::types::KeyCost>,
     /// Why the job failed.
     pub reason: Option<String>,
     /// Stop request from the operator.
@@ -301,7 +301,7 @@ impl Job {
     }
 
     /// Records a big key that was moved alone.
-    pub fn note_big_key(&self, cost: super::bigkeys::KeyCost) {
+    pub fn note_big_key(&self, cost: super::types::KeyCost) {
         let mut p = self.lock();
         if p.big_keys.len() == MAX_BIG_KEYS {
             p.big_keys.pop_front();

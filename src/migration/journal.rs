@@ -9,6 +9,23 @@ use super::job::JobRecord;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// A journal file or the data dir could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The file system refused.
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A record could not be turned into JSON.
+    #[error("cannot encode the job record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
 /// Journal files in one directory.
 #[derive(Debug)]
 pub struct Journal {
@@ -17,10 +34,12 @@ pub struct Journal {
 
 impl Journal {
     /// Opens (creating) the journal directory.
-    pub fn open(data_dir: &Path) -> Result<Journal, String> {
+    pub fn open(data_dir: &Path) -> Result<Journal, JournalError> {
         let dir = data_dir.join("jobs");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Journal { dir })
     }
 
@@ -31,8 +50,8 @@ impl Journal {
     /// Writes `record` atomically. `durable` also syncs it to disk: used for state changes,
     /// not for the per-slot progress updates (a process crash keeps the page cache, and a
     /// lost progress update only makes recovery re-check slots that are already done).
-    pub fn save(&self, record: &JobRecord, durable: bool) -> Result<(), String> {
-        let body = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    pub fn save(&self, record: &JobRecord, durable: bool) -> Result<(), JournalError> {
+        let body = serde_json::to_vec(record)?;
         write_file(&self.path(&record.id), &body, durable)
     }
 
@@ -73,11 +92,11 @@ impl Journal {
 }
 
 /// Writes `body` to `path` via a synced temporary file and a rename.
-pub fn write_atomically(path: &Path, body: &[u8]) -> Result<(), String> {
+pub fn write_atomically(path: &Path, body: &[u8]) -> Result<(), JournalError> {
     write_file(path, body, true)
 }
 
-fn write_file(path: &Path, body: &[u8], durable: bool) -> Result<(), String> {
+fn write_file(path: &Path, body: &[u8], durable: bool) -> Result<(), JournalError> {
     let tmp = path.with_extension("tmp");
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
@@ -87,11 +106,14 @@ fn write_file(path: &Path, body: &[u8], durable: bool) -> Result<(), String> {
         }
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| format!("cannot write {}: {e}", path.display()))
+    result.map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// This proxy's lease holder id, created once and kept in the data dir.
-pub fn holder_id(data_dir: &Path, admin_addr: &str) -> Result<String, String> {
+pub fn holder_id(data_dir: &Path, admin_addr: &str) -> Result<String, JournalError> {
     let path = data_dir.join("holder-id");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let id = text.trim();

@@ -40,8 +40,16 @@ pub struct Transfer {
     pub slots: Vec<u16>,
 }
 
+/// Why no plan can be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// Every master would have weight 0.
+    #[error("every master would have weight 0: no node is left to hold the slots")]
+    NoNodeLeft,
+}
+
 /// Computes the transfers; empty when the cluster is within `threshold` of balance.
-pub fn plan(nodes: &[PlanNode], request: &PlanRequest) -> Result<Vec<Transfer>, String> {
+pub fn plan(nodes: &[PlanNode], request: &PlanRequest) -> Result<Vec<Transfer>, PlanError> {
     let weight = |n: &PlanNode| request.weights.get(&n.id).copied().unwrap_or(1.0);
     let mut members: Vec<&PlanNode> = nodes
         .iter()
@@ -50,7 +58,7 @@ pub fn plan(nodes: &[PlanNode], request: &PlanRequest) -> Result<Vec<Transfer>, 
     members.sort_by(|a, b| a.id.cmp(&b.id));
     let total_weight: f64 = members.iter().map(|n| weight(n)).sum();
     if total_weight <= 0.0 {
-        return Err("every master would have weight 0: no node is left to hold the slots".into());
+        return Err(PlanError::NoNodeLeft);
     }
     let owned: usize = members.iter().map(|n| n.slots.len()).sum();
     let shares = shares(&members, owned, total_weight, &weight);

@@ -2,19 +2,33 @@
 
 use crate::cluster::SLOT_COUNT;
 
+/// Why a slot list is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// `"1,,2"`.
+    #[error("empty item in slot list {0:?}")]
+    EmptyItem(String),
+    /// `"9-3"`.
+    #[error("slot range {0:?} runs backwards")]
+    Backwards(String),
+    /// Not a slot number.
+    #[error("slot {0:?} is out of range (0-16383)")]
+    OutOfRange(String),
+}
+
 /// Parses a slot list; every slot must be in `0..16384`. Duplicates are removed.
-pub fn parse(text: &str) -> Result<Vec<u16>, String> {
+pub fn parse(text: &str) -> Result<Vec<u16>, RangeError> {
     let mut slots = Vec::new();
     for part in text.split(',').map(str::trim) {
         if part.is_empty() {
-            return Err(format!("empty item in slot list {text:?}"));
+            return Err(RangeError::EmptyItem(text.into()));
         }
         let (a, b) = match part.split_once('-') {
             Some((a, b)) => (one(a.trim())?, one(b.trim())?),
             None => (one(part)?, one(part)?),
         };
         if a > b {
-            return Err(format!("slot range {part:?} runs backwards"));
+            return Err(RangeError::Backwards(part.into()));
         }
         slots.extend(a..=b);
     }
@@ -23,12 +37,12 @@ pub fn parse(text: &str) -> Result<Vec<u16>, String> {
     Ok(slots)
 }
 
-fn one(s: &str) -> Result<u16, String> {
+fn one(s: &str) -> Result<u16, RangeError> {
     s.parse::<u32>()
         .ok()
         .filter(|&v| (v as usize) < SLOT_COUNT)
         .map(|v| v as u16)
-        .ok_or_else(|| format!("slot {s:?} is out of range (0-{})", SLOT_COUNT - 1))
+        .ok_or_else(|| RangeError::OutOfRange(s.into()))
 }
 
 /// Formats sorted slots compactly: `[0,1,2,5]` → `"0-2,5"`.

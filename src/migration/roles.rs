@@ -8,93 +8,64 @@
 //! becomes [`MoveError::Changed`], which stops the job and repairs the slot instead of
 //! retrying or skipping it.
 
-use super::executor::{Conns, Endpoint, MoveContext, MoveError};
+use super::context::{Conns, MoveContext};
 use super::job::{Job, SlotMove};
-use super::service::Migrations;
-use crate::cluster::nodes::{self, NodeLine};
+use super::types::{Endpoint, MoveError};
 use crate::cluster::topology::RefreshCause;
 use crate::cluster::SlotMap;
 use crate::protocol::scan;
 
-/// Error replies that mean the node is not (or no longer) the master the move talks to.
-pub fn means_changed(text: &str) -> bool {
-    text.starts_with("MOVED")
-        || text.starts_with("ASK ")
-        || text.contains("only with masters")
-        || text.contains("I'm not the owner")
-        || text.contains("not the owner of hash slot")
-        || text.contains("I'm not a master")
+/// `Ok` when `node` still is a master (`ROLE`); [`MoveError::Changed`] naming its master
+/// when a failover made it a replica.
+pub async fn ensure_master(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    node: &Endpoint,
+) -> Result<(), MoveError> {
+    let reply = ctx
+        .call(conns, &node.addr, &[b"ROLE"], ctx.call_timeout)
+        .await?
+        .map_err(|e| MoveError::Retry(format!("{}: ROLE: {e}", node.addr)))?;
+    let parts = scan::array_elements(&reply).unwrap_or_default();
+    let field = |i: usize| {
+        parts
+            .get(i)
+            .and_then(|p| scan::string(p).map(|s| String::from_utf8_lossy(s).into_owned()))
+            .unwrap_or_default()
+    };
+    match field(0).as_str() {
+        "master" => Ok(()),
+        "slave" => {
+            let port = parts.get(2).and_then(|p| scan::integer(p)).unwrap_or(0);
+            Err(MoveError::Changed(format!(
+                "{} is now a replica of {}:{port} (a failover)",
+                node.addr,
+                field(1)
+            )))
+        }
+        other => Err(MoveError::Retry(format!(
+            "{}: ROLE says {other:?}",
+            node.addr
+        ))),
+    }
 }
 
-impl MoveContext {
-    /// The node's own `CLUSTER NODES` view: its `myself` line and every other line.
-    pub async fn node_view(
-        &self,
-        conns: &mut Conns,
-        addr: &str,
-    ) -> Result<(NodeLine, Vec<NodeLine>), MoveError> {
-        let reply = self
-            .call(conns, addr, &[b"CLUSTER", b"NODES"], self.call_timeout)
-            .await?
-            .map_err(|e| MoveError::Retry(format!("{addr}: CLUSTER NODES: {e}")))?;
-        let text = scan::string(&reply)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .ok_or_else(|| MoveError::Retry(format!("{addr}: odd CLUSTER NODES reply")))?;
-        let lines = nodes::parse(&text).map_err(MoveError::Retry)?;
-        let me = nodes::myself(&lines)
-            .cloned()
-            .ok_or_else(|| MoveError::Retry(format!("{addr}: no myself line")))?;
-        Ok((me, lines))
-    }
-
-    /// `Ok` when `node` still is a master (`ROLE`); [`MoveError::Changed`] naming its master
-    /// when a failover made it a replica.
-    pub async fn ensure_master(&self, conns: &mut Conns, node: &Endpoint) -> Result<(), MoveError> {
-        let reply = self
-            .call(conns, &node.addr, &[b"ROLE"], self.call_timeout)
-            .await?
-            .map_err(|e| MoveError::Retry(format!("{}: ROLE: {e}", node.addr)))?;
-        let parts = scan::array_elements(&reply).unwrap_or_default();
-        let field = |i: usize| {
-            parts
-                .get(i)
-                .and_then(|p| scan::string(p).map(|s| String::from_utf8_lossy(s).into_owned()))
-                .unwrap_or_default()
-        };
-        match field(0).as_str() {
-            "master" => Ok(()),
-            "slave" => {
-                let port = parts.get(2).and_then(|p| scan::integer(p)).unwrap_or(0);
-                Err(MoveError::Changed(format!(
-                    "{} is now a replica of {}:{port} (a failover)",
-                    node.addr,
-                    field(1)
-                )))
-            }
-            other => Err(MoveError::Retry(format!(
-                "{}: ROLE says {other:?}",
-                node.addr
-            ))),
+/// Turns an error into [`MoveError::Changed`] when one end of the move is no longer the
+/// master it was, saying so (the error itself may only say "connection refused" or
+/// "MOVED").
+pub async fn explain(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    error: MoveError,
+    from: &Endpoint,
+    to: &Endpoint,
+) -> MoveError {
+    for node in [from, to] {
+        if let Err(MoveError::Changed(why)) = ensure_master(ctx, conns, node).await {
+            return MoveError::Changed(format!("{why}; stopped on: {error}"));
         }
     }
-
-    /// Turns an error into [`MoveError::Changed`] when one end of the move is no longer the
-    /// master it was, saying so (the error itself may only say "connection refused" or
-    /// "MOVED").
-    pub async fn explain(
-        &self,
-        conns: &mut Conns,
-        error: MoveError,
-        from: &Endpoint,
-        to: &Endpoint,
-    ) -> MoveError {
-        for node in [from, to] {
-            if let Err(MoveError::Changed(why)) = self.ensure_master(conns, node).await {
-                return MoveError::Changed(format!("{why}; stopped on: {error}"));
-            }
-        }
-        error
-    }
+    error
 }
 
 /// (which end, old node, new node) of a move rewritten by [`follow_failovers`].
@@ -104,21 +75,20 @@ type Change = (&'static str, String, String);
 /// slot's current owner, and moves whose target a failover made a replica go to that
 /// replica's master. Moves whose slot already sits on its target count as done. Returns what
 /// changed, for the job's error list.
-pub async fn follow_failovers(service: &Migrations, job: &Job) -> Vec<String> {
-    let _ = service.topology.refresh(RefreshCause::Admin).await;
-    let Some(snapshot) = service.topology.snapshot() else {
+pub async fn follow_failovers(ctx: &MoveContext, job: &Job) -> Vec<String> {
+    let _ = ctx.topology.refresh(RefreshCause::Admin).await;
+    let Some(snapshot) = ctx.topology.snapshot() else {
         return Vec::new();
     };
-    let mut conns = Conns::new(service.ctx.settings.clone());
+    let mut conns = Conns::new(ctx.settings.clone());
     let mut shards = None;
     for node in &snapshot.map.nodes {
-        let reply = service
-            .ctx
+        let reply = ctx
             .call(
                 &mut conns,
                 &node.addr,
                 &[b"CLUSTER", b"SHARDS"],
-                service.ctx.call_timeout,
+                ctx.call_timeout,
             )
             .await;
         if let Ok(Ok(raw)) = reply {
@@ -152,14 +122,14 @@ pub async fn follow_failovers(service: &Migrations, job: &Job) -> Vec<String> {
             .find(|n| n.id == id)
             .map(|n| n.addr.clone());
         let answer = match addr {
-            Some(addr) => service.ctx.node_view(&mut conns, &addr).await.ok(),
+            Some(addr) => ctx.node_view(&mut conns, &addr).await.ok(),
             None => None,
         };
         let replacement = match answer {
             Some((me, _)) if me.id == id && me.is_master() => None,
             Some((me, _)) if me.id == id => me.master_id.clone(),
             // Gone or unreachable: whoever took its slots, or the master of its shard.
-            _ => service.topology.successor_of(&id).or_else(|| {
+            _ => ctx.topology.successor_of(&id).or_else(|| {
                 shards
                     .iter()
                     .find(|(members, _)| members.iter().any(|m| m == &id))

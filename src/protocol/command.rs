@@ -2,215 +2,68 @@
 //! proxy routes it.
 //!
 //! Key positions, arity and flags come from the cluster's own `COMMAND` reply, so the table
-//! always matches the servers behind the proxy. Routing policy is what the proxy adds: the
-//! overrides in [`policy_override`] name every command that is not simply "send to the node
-//! owning its keys".
+//! always matches the servers behind the proxy. Routing policy is what the proxy adds (see
+//! [`super::policy`]).
+
+pub use super::policy::{
+    admin_mode_refusal, Admin, Join, Local, Policy, PubSubCommand, Refusal, Timeout, TxnCommand,
+};
 
 use super::keyspec::{self, KeyPositions, KeySpec, LegacyKeys};
+use super::policy::override_for;
 use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How replies of a fanned-out or split command are joined into one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Join {
-    /// MGET: one element per key, in the client's key order.
-    ArrayByKey,
-    /// MSET, FLUSHALL: `+OK` when every part says OK, else the first error.
-    AllOk,
-    /// DEL, EXISTS, DBSIZE: the sum of integer replies.
-    SumIntegers,
-    /// KEYS: the union of array replies.
-    Concat,
-    /// RANDOMKEY, SCRIPT LOAD: the first non-nil reply.
-    FirstNonNil,
-    /// SCRIPT KILL: `+OK` when any node says OK (the one running the script), else the first
-    /// error.
-    AnyOk,
-    /// SCRIPT EXISTS: per position, 1 only when every node answers 1.
-    AllIntegersAnd,
-    /// PUBSUB CHANNELS: the union of array replies, each element once.
-    Union,
-    /// PUBSUB NUMSUB: `[name, count, …]` pairs, counts summed per name.
-    SumPairs,
-    /// LASTSAVE: the smallest integer (every node has saved since then).
-    MinInteger,
+/// One command (or subcommand) as the cluster describes it, plus the proxy's policy.
+#[derive(Debug)]
+pub struct CommandInfo {
+    /// Lowercase name; subcommands as `parent|sub`.
+    pub name: String,
+    /// Redis arity: exact count if positive, minimum count if negative (name included).
+    pub arity: i64,
+    /// The command may modify data; never retried after it may have run.
+    pub write: bool,
+    /// Key positions are given by arguments (the legacy triple is incomplete).
+    pub movable_keys: bool,
+    /// Redis 7 key specs.
+    pub specs: Vec<KeySpec>,
+    /// Legacy (first, last, step).
+    pub legacy: LegacyKeys,
+    /// Subcommands by lowercase name.
+    pub subcommands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
+    /// What the proxy does with it.
+    pub policy: Policy,
+    /// This command's `slotproxy_commands_total{result="ok"}` series, resolved on first use:
+    /// the per-command hot path then skips the label hashing (see `Metrics::observe_command`).
+    pub ok_count: std::sync::OnceLock<prometheus::IntCounter>,
 }
 
-/// Commands the proxy answers itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Local {
-    /// PING [message]
-    Ping,
-    /// ECHO message
-    Echo,
-    /// SELECT db (only 0 exists in a cluster)
-    Select,
-    /// QUIT
-    Quit,
-    /// HELLO [protover …]
-    Hello,
-    /// RESET
-    Reset,
-    /// CLIENT subcommands that concern this connection
-    Client,
-    /// INFO [section]
-    Info,
-    /// AUTH (no proxy password exists yet)
-    Auth,
-    /// CLUSTER KEYSLOT key
-    KeySlot,
-    /// MONITOR: the proxy's own feed of its clients' commands
-    Monitor,
-}
-
-/// What the proxy does with a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Send to the master owning the keys' slot (all keys must share it); keyless: any master.
-    Keyed,
-    /// Split the keys by slot, send the parts, join the replies.
-    Split(Join),
-    /// Send to every master, join the replies.
-    AllMasters(Join),
-    /// Answer in the proxy.
-    Local(Local),
-    /// `SCAN`: every master in turn, with one cursor.
-    Scan,
-    /// Refuse with this reason.
-    Refused(Refusal),
-    /// MULTI/EXEC/DISCARD/WATCH/UNWATCH: queued by the proxy, run as one block.
-    Transaction(TxnCommand),
-    /// A command that blocks until data arrives: run on the client's own connection.
-    Blocking(Timeout),
-    /// WAIT: asked of the node the client last wrote to.
-    Wait,
-    /// The (un)subscribe commands: kept by the proxy, served by subscriber connections.
-    PubSub(PubSubCommand),
-    /// Node administration, allowed with `[compat] admin_commands`.
-    Admin(Admin),
-}
-
-/// The commands that change a client's subscriptions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PubSubCommand {
-    /// SUBSCRIBE channel …
-    Subscribe,
-    /// PSUBSCRIBE pattern …
-    PSubscribe,
-    /// SSUBSCRIBE shardchannel …
-    SSubscribe,
-    /// UNSUBSCRIBE [channel …]
-    Unsubscribe,
-    /// PUNSUBSCRIBE [pattern …]
-    PUnsubscribe,
-    /// SUNSUBSCRIBE [shardchannel …]
-    SUnsubscribe,
-}
-
-/// The transaction commands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxnCommand {
-    /// MULTI
-    Multi,
-    /// EXEC
-    Exec,
-    /// DISCARD
-    Discard,
-    /// WATCH key …
-    Watch,
-    /// UNWATCH
-    Unwatch,
-}
-
-/// Where a blocking command carries its timeout, so that a command re-issued after a slot
-/// move waits only for what is left of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timeout {
-    /// The last argument, in seconds (BLPOP, BLMOVE, BZPOPMIN …).
-    LastSeconds,
-    /// The first argument, in seconds (BLMPOP, BZMPOP).
-    FirstSeconds,
-    /// The argument after `BLOCK`, in milliseconds (XREAD, XREADGROUP).
-    BlockMillis,
-}
-
-/// Why a command is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// It changes cluster topology or node state; only the proxy may do that.
-    ClusterAdmin,
-    /// Needs a connection pinned to one node (transactions, blocking, Pub/Sub): not yet built.
-    NotYetSupported,
-    /// Node administration that is never allowed through the proxy (ACL, MODULE, SAVE …).
-    NodeAdmin,
-    /// Needs several databases; a cluster has only db 0.
-    MultiDb,
-    /// Node administration that `[compat] admin_commands` allows; refused without it.
-    AdminMode,
-}
-
-/// Node administration the proxy runs for trusted clients (`[compat] admin_commands`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admin {
-    /// CONFIG GET: any master; with admin mode, every master is asked and compared.
-    ConfigGet,
-    /// CONFIG SET | RESETSTAT | REWRITE: every node, masters and replicas.
-    ConfigAllNodes,
-    /// DEBUG: by key, on every master, or refused, by subcommand.
-    Debug,
-    /// SLOWLOG GET [n]: every master's entries, newest first, with the node's address.
-    SlowlogGet,
-    /// SLOWLOG LEN: the sum.
-    SlowlogLen,
-    /// SLOWLOG RESET, LATENCY RESET, MEMORY PURGE: every master.
-    AllMasters,
-    /// LATENCY DOCTOR | GRAPH | HISTOGRAM, MEMORY STATS | DOCTOR | MALLOC-STATS: each
-    /// master's reply, labelled with its address.
-    PerNode,
-    /// LATENCY LATEST | HISTORY: every master's entries in one list, each with the node's
-    /// address appended.
-    Merged,
-}
-
-/// The error for an admin command while `[compat] admin_commands` is off.
-pub fn admin_mode_refusal(upper: &str) -> String {
-    format!(
-        "ERR command '{upper}' is not allowed through slotproxy: it administers the nodes; set [compat] admin_commands = true to let trusted clients run it"
-    )
-}
-
-impl Refusal {
-    /// The error text for command `name`.
-    pub fn message(self, name: &str) -> String {
-        let upper = name.replace('|', " ").to_uppercase();
-        match self {
-            Refusal::ClusterAdmin => format!(
-                "ERR command '{upper}' is not allowed through slotproxy: cluster topology is managed by the proxy (use its admin API)"
-            ),
-            Refusal::NotYetSupported => {
-                format!("ERR command '{upper}' is not supported by this version of slotproxy")
-            }
-            Refusal::NodeAdmin => format!(
-                "ERR command '{upper}' is not allowed through slotproxy: it administers single nodes"
-            ),
-            Refusal::AdminMode => admin_mode_refusal(&upper),
-            Refusal::MultiDb => {
-                format!("ERR command '{upper}' is not allowed in cluster mode: only database 0 exists")
-            }
+impl CommandInfo {
+    /// Whether `argc` arguments (name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i64;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
         }
     }
-}
 
-impl Policy {
+    /// Where the keys of this call are.
+    pub fn key_positions(&self, args: &[Bytes]) -> KeyPositions {
+        keyspec::key_positions(&self.specs, self.legacy, self.movable_keys, args)
+    }
+
     /// The kind of service, in one word: routed, split, fan-out, pinned, local or refused (for
     /// `docs/commands.md`).
-    pub fn status(&self, info: &CommandInfo) -> &'static str {
+    pub fn status(&self) -> &'static str {
+        let info = self;
         if let Some((status, _)) = client_subcommand(info) {
             return status;
         }
-        match self {
+        match &info.policy {
             Policy::Keyed => "routed",
             Policy::Split(_) => "split",
             Policy::AllMasters(_) | Policy::Scan => "fan-out",
@@ -218,7 +71,7 @@ impl Policy {
                 "pinned"
             }
             Policy::Local(_) => "local",
-            Policy::Admin(self::Admin::ConfigGet) => "routed",
+            Policy::Admin(Admin::ConfigGet) => "routed",
             Policy::Refused(Refusal::AdminMode) | Policy::Admin(_) => "admin mode",
             Policy::Refused(_) => "refused",
         }
@@ -226,11 +79,12 @@ impl Policy {
 
     /// How the proxy serves a command with this policy, in a few words (for
     /// `docs/commands.md`).
-    pub fn describe(&self, info: &CommandInfo) -> String {
+    pub fn describe(&self) -> String {
+        let info = self;
         if let Some((_, detail)) = client_subcommand(info) {
             return detail.into();
         }
-        match self {
+        match &info.policy {
             Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
                 "routed by key (with BLOCK: pinned, re-issued after a slot move)".into()
             }
@@ -281,6 +135,12 @@ impl Policy {
             Policy::PubSub(_) => "subscribed on one node (the cluster bus carries all)".into(),
         }
     }
+
+    /// Blocking variants of otherwise plain commands (`XREAD … BLOCK ms`).
+    pub fn blocks(&self, args: &[Bytes]) -> bool {
+        matches!(self.name.as_str(), "xread" | "xreadgroup")
+            && args.iter().any(|a| a.eq_ignore_ascii_case(b"block"))
+    }
 }
 
 /// CLIENT subcommands share one local handler; some of them are refused (see
@@ -302,131 +162,21 @@ fn client_subcommand(info: &CommandInfo) -> Option<(&'static str, &'static str)>
     })
 }
 
-/// Policy overrides by command name (`parent|sub` for subcommands).
-fn policy_override(name: &str) -> Option<Policy> {
-    use Join::*;
-    use Policy::*;
-    Some(match name {
-        "ping" => Local(self::Local::Ping),
-        "echo" => Local(self::Local::Echo),
-        "select" => Local(self::Local::Select),
-        "quit" => Local(self::Local::Quit),
-        "hello" => Local(self::Local::Hello),
-        "reset" => Local(self::Local::Reset),
-        "client" => Local(self::Local::Client),
-        "info" => Local(self::Local::Info),
-        "auth" => Local(self::Local::Auth),
-        "cluster|keyslot" => Local(self::Local::KeySlot),
-        "mget" => Split(ArrayByKey),
-        "mset" => Split(AllOk),
-        "del" | "unlink" | "exists" | "touch" => Split(SumIntegers),
-        "dbsize" => AllMasters(SumIntegers),
-        "flushall" | "flushdb" => AllMasters(AllOk),
-        "keys" => AllMasters(Concat),
-        "randomkey" => AllMasters(FirstNonNil),
-        "command" | "acl|whoami" | "acl|cat" | "config|help" | "slowlog|help" | "latency|help"
-        | "memory|help" => Keyed,
-        "config|get" => Admin(self::Admin::ConfigGet),
-        "scan" => Scan,
-        // Scripts and functions live on every master, so any node can run them.
-        "script|load" | "function|load" => AllMasters(FirstNonNil),
-        "script|flush" | "function|flush" | "function|delete" | "function|restore" => {
-            AllMasters(AllOk)
-        }
-        "script|exists" => AllMasters(AllIntegersAnd),
-        "script|kill" | "function|kill" => AllMasters(AnyOk),
-        "script|debug" => Refused(Refusal::NotYetSupported),
-        // Each node knows only the subscriptions made on it.
-        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(Union),
-        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(SumPairs),
-        "pubsub|numpat" => AllMasters(SumIntegers),
-        "lastsave" => AllMasters(MinInteger),
-        "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
-        | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {
-            Refused(Refusal::ClusterAdmin)
-        }
-        "multi" => Transaction(TxnCommand::Multi),
-        "exec" => Transaction(TxnCommand::Exec),
-        "discard" => Transaction(TxnCommand::Discard),
-        "watch" => Transaction(TxnCommand::Watch),
-        "unwatch" => Transaction(TxnCommand::Unwatch),
-        "blpop" | "brpop" | "brpoplpush" | "blmove" | "bzpopmin" | "bzpopmax" => {
-            Blocking(Timeout::LastSeconds)
-        }
-        "blmpop" | "bzmpop" => Blocking(Timeout::FirstSeconds),
-        "wait" => Wait,
-        "subscribe" => PubSub(PubSubCommand::Subscribe),
-        "psubscribe" => PubSub(PubSubCommand::PSubscribe),
-        "ssubscribe" => PubSub(PubSubCommand::SSubscribe),
-        "unsubscribe" => PubSub(PubSubCommand::Unsubscribe),
-        "punsubscribe" => PubSub(PubSubCommand::PUnsubscribe),
-        "sunsubscribe" => PubSub(PubSubCommand::SUnsubscribe),
-        "monitor" => Local(self::Local::Monitor),
-        "waitaof" => Refused(Refusal::NotYetSupported),
-        "config|set" | "config|resetstat" | "config|rewrite" => Admin(self::Admin::ConfigAllNodes),
-        "debug" => Admin(self::Admin::Debug),
-        "slowlog|get" => Admin(self::Admin::SlowlogGet),
-        "slowlog|len" => Admin(self::Admin::SlowlogLen),
-        "slowlog|reset" | "latency|reset" | "memory|purge" => Admin(self::Admin::AllMasters),
-        "latency|latest" | "latency|history" => Admin(self::Admin::Merged),
-        "latency|doctor"
-        | "latency|graph"
-        | "latency|histogram"
-        | "memory|stats"
-        | "memory|doctor"
-        | "memory|malloc-stats" => Admin(self::Admin::PerNode),
-        "slowlog" | "latency" | "config" => Refused(Refusal::AdminMode),
-        "acl" | "module" | "bgsave" | "save" | "bgrewriteaof" => Refused(Refusal::NodeAdmin),
-        "swapdb" | "move" => Refused(Refusal::MultiDb),
-        _ => return None,
-    })
-}
-
-/// One command (or subcommand) as the cluster describes it, plus the proxy's policy.
-#[derive(Debug)]
-pub struct CommandInfo {
-    /// Lowercase name; subcommands as `parent|sub`.
-    pub name: String,
-    /// Redis arity: exact count if positive, minimum count if negative (name included).
-    pub arity: i64,
-    /// The command may modify data; never retried after it may have run.
-    pub write: bool,
-    /// Key positions are given by arguments (the legacy triple is incomplete).
-    pub movable_keys: bool,
-    /// Redis 7 key specs.
-    pub specs: Vec<KeySpec>,
-    /// Legacy (first, last, step).
-    pub legacy: LegacyKeys,
-    /// Subcommands by lowercase name.
-    pub subcommands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
-    /// What the proxy does with it.
-    pub policy: Policy,
-    /// This command's `slotproxy_commands_total{result="ok"}` series, resolved on first use:
-    /// the per-command hot path then skips the label hashing (see `Metrics::observe_command`).
-    pub ok_count: std::sync::OnceLock<prometheus::IntCounter>,
-}
-
-impl CommandInfo {
-    /// Whether `argc` arguments (name included) satisfy the arity.
-    pub fn arity_ok(&self, argc: usize) -> bool {
-        let argc = argc as i64;
-        if self.arity >= 0 {
-            argc == self.arity
-        } else {
-            argc >= -self.arity
-        }
-    }
-
-    /// Where the keys of this call are.
-    pub fn key_positions(&self, args: &[Bytes]) -> KeyPositions {
-        keyspec::key_positions(&self.specs, self.legacy, self.movable_keys, args)
-    }
-
-    /// Blocking variants of otherwise plain commands (`XREAD … BLOCK ms`).
-    pub fn blocks(&self, args: &[Bytes]) -> bool {
-        matches!(self.name.as_str(), "xread" | "xreadgroup")
-            && args.iter().any(|a| a.eq_ignore_ascii_case(b"block"))
-    }
+/// Why a `COMMAND` reply makes no command table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandTableError {
+    /// Not RESP.
+    #[error("cannot decode COMMAND reply: {0}")]
+    Undecodable(String),
+    /// Cut short.
+    #[error("incomplete COMMAND reply")]
+    Incomplete,
+    /// Something other than a list of commands.
+    #[error("COMMAND replied {0}")]
+    NotAList(String),
+    /// A list without commands.
+    #[error("COMMAND returned no commands")]
+    Empty,
 }
 
 /// The result of looking a call up.
@@ -460,12 +210,12 @@ impl CommandTable {
     }
 
     /// Builds the table from a raw `COMMAND` reply.
-    pub fn from_command_reply(raw: &Bytes) -> Result<CommandTable, String> {
+    pub fn from_command_reply(raw: &Bytes) -> Result<CommandTable, CommandTableError> {
         let (frame, _) = redis_protocol::resp2::decode::decode_bytes(raw)
-            .map_err(|e| format!("cannot decode COMMAND reply: {e:?}"))?
-            .ok_or("incomplete COMMAND reply")?;
+            .map_err(|e| CommandTableError::Undecodable(format!("{e:?}")))?
+            .ok_or(CommandTableError::Incomplete)?;
         let BytesFrame::Array(entries) = frame else {
-            return Err(format!("COMMAND replied {:?}", frame.as_str()));
+            return Err(CommandTableError::NotAList(format!("{:?}", frame.as_str())));
         };
         let mut commands = HashMap::new();
         for entry in &entries {
@@ -474,7 +224,7 @@ impl CommandTable {
             }
         }
         if commands.is_empty() {
-            return Err("COMMAND returned no commands".into());
+            return Err(CommandTableError::Empty);
         }
         Ok(CommandTable { commands })
     }
@@ -542,7 +292,7 @@ fn parse_entry(entry: &BytesFrame, parent: Option<(&str, Policy)>) -> Option<Com
         _ => Vec::new(),
     };
     let specs = fields.get(8).map(keyspec::parse_specs).unwrap_or_default();
-    let policy = policy_override(&name)
+    let policy = override_for(&name)
         .or(parent.map(|(_, p)| p))
         .unwrap_or(Policy::Keyed);
     let mut info = CommandInfo {

@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod keyspec;
+pub mod policy;
 pub mod reply;
 pub mod request;
 pub mod scan;

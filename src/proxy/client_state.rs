@@ -42,7 +42,7 @@ pub struct ClientState {
     /// handle's `kill` token, so that CLIENT KILL trips it too and the session has one token
     /// to watch for both (see [`super::session::run`]).
     pub overflow: tokio_util::sync::CancellationToken,
-    /// Slot in the reply budgets ([`crate::upstream::budget`]), which trips `overflow` when
+    /// Account in the reply budgets ([`crate::upstream::budget`]), which trips `overflow` when
     /// the replies held for the client pass `proxy.client_output_limit_bytes`.
     pub budget: u32,
 }

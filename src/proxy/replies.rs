@@ -43,15 +43,15 @@ pub struct Observed {
 }
 
 /// Where an entry's reply stands.
-enum Slot {
+enum Stage {
     Ready(Bytes),
     Node(InFlight),
-    /// Running in the background set, which will fill the slot in.
+    /// Running in the background set, which will fill the entry in.
     Background,
 }
 
 struct Entry {
-    slot: Slot,
+    stage: Stage,
     observed: Option<Observed>,
 }
 
@@ -110,21 +110,21 @@ impl ReplyQueue {
     /// which always comes before the session sleeps, polls it with the real one.
     pub fn push(&mut self, reply: Reply, observed: Option<Observed>) {
         let seq = self.first_seq + self.entries.len() as u64;
-        let slot = match reply {
-            Reply::Ready(bytes) => Slot::Ready(bytes),
-            Reply::Node(flight) => Slot::Node(flight),
+        let stage = match reply {
+            Reply::Ready(bytes) => Stage::Ready(bytes),
+            Reply::Node(flight) => Stage::Node(flight),
             Reply::Future(mut reply) => {
                 let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
                 match reply.as_mut().poll(&mut cx) {
-                    Poll::Ready(bytes) => Slot::Ready(bytes),
+                    Poll::Ready(bytes) => Stage::Ready(bytes),
                     Poll::Pending => {
                         self.background.push(Tagged { seq, reply });
-                        Slot::Background
+                        Stage::Background
                     }
                 }
             }
         };
-        self.entries.push_back(Entry { slot, observed });
+        self.entries.push_back(Entry { stage, observed });
     }
 
     /// Appends every reply that is due and ready, in order, to `out`. `Ready` once at least
@@ -136,23 +136,24 @@ impl ReplyQueue {
             while let Poll::Ready(Some((seq, reply))) = self.background.poll_next_unpin(cx) {
                 let index = seq.wrapping_sub(self.first_seq) as usize;
                 if let Some(entry) = self.entries.get_mut(index) {
-                    entry.slot = Slot::Ready(reply);
+                    entry.stage = Stage::Ready(reply);
                 }
             }
             let Some(head) = self.entries.front_mut() else {
                 break;
             };
-            if let Slot::Node(flight) = &mut head.slot {
+            if let Stage::Node(flight) = &mut head.stage {
                 let Poll::Ready(result) = Pin::new(&mut flight.rx).poll(cx) else {
                     break;
                 };
-                let Slot::Node(flight) = std::mem::replace(&mut head.slot, Slot::Background) else {
+                let Stage::Node(flight) = std::mem::replace(&mut head.stage, Stage::Background)
+                else {
                     break;
                 };
                 let result =
                     result.unwrap_or_else(|_| Err(crate::upstream::pool::lost(flight.pool.addr())));
                 match self.router.settle(flight, result) {
-                    Ok(reply) => head.slot = Slot::Ready(reply),
+                    Ok(reply) => head.stage = Stage::Ready(reply),
                     Err(follow_up) => {
                         let seq = self.first_seq;
                         self.background.push(Tagged {
@@ -163,11 +164,11 @@ impl ReplyQueue {
                     }
                 }
             }
-            if !matches!(head.slot, Slot::Ready(_)) {
+            if !matches!(head.stage, Stage::Ready(_)) {
                 break;
             }
             let Some(Entry {
-                slot: Slot::Ready(reply),
+                stage: Stage::Ready(reply),
                 observed,
             }) = self.entries.pop_front()
             else {

@@ -37,7 +37,7 @@ pub struct Job {
     pub frames: usize,
     /// Where the reply goes.
     pub reply: oneshot::Sender<ReplyResult>,
-    /// The client's slot in [`super::budget::ReplyBudgets`], charged with the reply.
+    /// The client's account in [`super::budget::ReplyBudgets`], charged with the reply.
     pub client: u32,
 }
 
@@ -113,7 +113,11 @@ pub async fn connect_with(
             ))))
         }
         Some(Ok(tls)) => {
-            let name = stream::server_name(&host).map_err(|e| fail(Cause::Config(e)))?;
+            let name = stream::server_name(&host).map_err(|e| {
+                fail(Cause::Config(format!(
+                    "`{host}` cannot be checked against a certificate: {e}"
+                )))
+            })?;
             let tls = tokio::time::timeout(settings.connect_timeout, tls.connect(name, tcp))
                 .await
                 .map_err(|_| fail(Cause::TimedOut("TLS handshake")))?

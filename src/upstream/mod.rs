@@ -25,7 +25,7 @@ pub struct Lane {
     pub index: usize,
     /// The client speaks RESP3 (`HELLO 3`).
     pub resp3: bool,
-    /// The client's slot in [`budget::ReplyBudgets`], which its replies are charged to
+    /// The client's account in [`budget::ReplyBudgets`], which its replies are charged to
     /// ([`budget::NO_CLIENT`] for the proxy's own requests).
     pub client: u32,
 }

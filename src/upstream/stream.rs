@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::pki_types::{InvalidDnsNameError, ServerName};
 
 /// An open connection to a node.
 #[derive(Debug)]
@@ -108,7 +108,6 @@ forward_write!(NodeStream);
 forward_write!(NodeWriteHalf);
 
 /// The name a node's certificate must carry: its IP address, or its host name.
-pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+pub fn server_name(host: &str) -> Result<ServerName<'static>, InvalidDnsNameError> {
     ServerName::try_from(host.to_string())
-        .map_err(|e| format!("`{host}` cannot be checked against a certificate: {e}"))
 }
