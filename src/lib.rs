@@ -135,7 +135,17 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         &config.cluster,
     ));
     let router_for_lease = router.clone();
+    let crossslot = proxy::crossslot::run::Engine {
+        router: router.clone(),
+        metrics: metrics.clone(),
+        settings: Arc::new(proxy::crossslot::run::Settings {
+            cross_node: config.compat.cross_node,
+            max_copy_bytes: config.compat.max_copy_bytes,
+            token: format!("{:08x}", rand::random::<u32>()),
+        }),
+    };
     let shared = Arc::new(proxy::Shared {
+        crossslot,
         router,
         metrics: metrics.clone(),
         limits: protocol::request::Limits::from_config(&config.proxy),

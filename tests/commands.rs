@@ -137,8 +137,6 @@ fn errors_are_precise_and_named() {
     assert!(err(&mut con, &["NOSUCHCMD", "x"])
         .contains("unknown command 'NOSUCHCMD', with args beginning with: 'x'"));
     assert!(err(&mut con, &["GET"]).contains("wrong number of arguments for 'get' command"));
-    assert!(err(&mut con, &["SUNION", "a", "b"])
-        .contains("Keys in request don't hash to the same slot"));
     assert!(err(&mut con, &["SELECT", "1"]).contains("SELECT is not allowed in cluster mode"));
     for refused in [
         &["CLUSTER", "SETSLOT", "1", "STABLE"][..],

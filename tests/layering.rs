@@ -121,9 +121,6 @@ impl References<'_> {
                 .is_some_and(|c| c.contains(name)) =>
             {
                 let mut at = self.here.clone();
-                at.push(name.to_string());
-                self.found.insert(at);
-                let mut at = self.here.clone();
                 at.extend(segments.iter().cloned());
                 self.found.insert(at);
                 return;

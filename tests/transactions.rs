@@ -56,12 +56,19 @@ fn multi_exec_runs_atomically_and_queue_errors_abort() {
         ])
     );
 
-    // Keys in two slots: CROSSSLOT at the command, EXECABORT at EXEC, nothing applied.
+    // Keys in two slots (here on two masters): both applied, replies in order
+    // (tests/cross_slot.rs goes through every case).
     assert_eq!(cmd::<String>(&mut con, &["MULTI"]), "OK");
     assert_eq!(cmd::<String>(&mut con, &["SET", "x:one", "1"]), "QUEUED");
-    assert!(error_of(&mut con, &["SET", "x:two", "2"]).contains("CROSSSLOT"));
-    assert!(error_of(&mut con, &["EXEC"]).contains("EXECABORT"));
-    assert_eq!(cmd::<Option<String>>(&mut con, &["GET", "x:one"]), None);
+    assert_eq!(cmd::<String>(&mut con, &["SET", "x:two", "2"]), "QUEUED");
+    assert_eq!(
+        cmd::<Value>(&mut con, &["EXEC"]),
+        Value::Array(vec![Value::Okay, Value::Okay])
+    );
+    assert_eq!(
+        cmd::<Option<String>>(&mut con, &["GET", "x:one"]).as_deref(),
+        Some("1")
+    );
 
     // Unknown command and wrong arity inside MULTI abort too; fan-out commands are refused.
     assert_eq!(cmd::<String>(&mut con, &["MULTI"]), "OK");
@@ -129,13 +136,31 @@ fn watch_aborts_when_another_client_touches_the_key() {
         Value::Array(vec![Value::Int(601)])
     );
 
-    // Watched keys and transaction keys must share a slot.
-    assert!(error_of(&mut con, &["WATCH", "w:a", "w:b"]).contains("CROSSSLOT"));
+    // Watched keys and transaction keys on two masters: no all-or-nothing commit exists, so
+    // EXEC is refused whole and nothing runs.
+    let watched_port = cluster.owner_of(slotproxy::cluster::key_slot(b"{w}a")).port;
+    let elsewhere = cluster.key_on(
+        cluster
+            .other_than(cluster.owner_of(slotproxy::cluster::key_slot(b"{w}a")))
+            .port,
+        "elsewhere",
+    );
+    assert_ne!(
+        cluster
+            .owner_of(slotproxy::cluster::key_slot(elsewhere.as_bytes()))
+            .port,
+        watched_port
+    );
     assert_eq!(cmd::<String>(&mut con, &["WATCH", "{w}a"]), "OK");
     assert_eq!(cmd::<String>(&mut con, &["MULTI"]), "OK");
     assert!(error_of(&mut con, &["WATCH", "{w}a"]).contains("WATCH INSIDE MULTI"));
-    assert!(error_of(&mut con, &["SET", "other-slot", "1"]).contains("CROSSSLOT"));
-    assert!(error_of(&mut con, &["EXEC"]).contains("EXECABORT"));
+    assert_eq!(cmd::<String>(&mut con, &["SET", &elsewhere, "1"]), "QUEUED");
+    let refused = error_of(&mut con, &["EXEC"]);
+    assert!(
+        refused.contains("EXECABORT") && refused.contains("MORE THAN ONE MASTER"),
+        "{refused}"
+    );
+    assert_eq!(cmd::<Option<String>>(&mut con, &["GET", &elsewhere]), None);
 
     // The redis crate's optimistic-locking helper, with a competing writer in the loop.
     let mut attempts = 0;

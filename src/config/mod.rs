@@ -323,6 +323,9 @@ impl Config {
         if m.data_dir.as_os_str().is_empty() {
             return Err(("migration.data_dir", "must name a directory".into()));
         }
+        if self.compat.max_copy_bytes == 0 {
+            return Err(("compat.max_copy_bytes", "must be greater than 0".into()));
+        }
         if m.big_key_bytes == 0 {
             return Err(("migration.big_key_bytes", "must be greater than 0".into()));
         }

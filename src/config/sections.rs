@@ -10,14 +10,42 @@ pub const MAX_BULK_BYTES_CEILING: usize = 512 * 1024 * 1024;
 pub const MAX_INLINE_BYTES_CEILING: usize = 64 * 1024;
 
 /// `[compat]`: what the proxy lets clients do beyond what is safe for every client.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompatSection {
+    /// What a command (or transaction) does whose keys live on several masters: `split`
+    /// runs each master's part atomically there (not isolated across masters), `refuse`
+    /// answers `-CROSSSLOT` as Redis Cluster does. Keys in several slots of one master are
+    /// served atomically either way.
+    pub cross_node: CrossNode,
+    /// Largest serialized key (`DUMP`) a cross-slot command copies; a bigger one gets an error
+    /// instead of blocking its node while it is copied.
+    pub max_copy_bytes: usize,
     /// Let clients run node administration through the proxy: `CONFIG SET|RESETSTAT|REWRITE`
     /// on every node, `DEBUG` (by key, or on every master; the crashing subcommands stay
     /// refused), `SLOWLOG`, `LATENCY`, `MEMORY STATS|DOCTOR|…` and per-node `INFO`
     /// sections. Off by default: any client could then reconfigure every node.
     pub admin_commands: bool,
+}
+
+impl Default for CompatSection {
+    fn default() -> Self {
+        CompatSection {
+            cross_node: CrossNode::Split,
+            max_copy_bytes: 64 * 1024 * 1024,
+            admin_commands: false,
+        }
+    }
+}
+
+/// `compat.cross_node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrossNode {
+    /// Each master's part atomic there, assembled in the client's order.
+    Split,
+    /// `-CROSSSLOT`, as Redis Cluster answers.
+    Refuse,
 }
 
 /// `[proxy]`: what clients connect to.

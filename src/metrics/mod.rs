@@ -46,6 +46,9 @@ pub const COMMANDS: &str = "slotproxy_commands_total";
 pub const COMMAND_DURATION: &str = "slotproxy_command_duration_seconds";
 /// Redirects the proxy followed on a client's behalf, by kind.
 pub const REDIRECTS: &str = "slotproxy_redirects_total";
+/// Commands, transactions and scripts whose keys are in several slots, by how they were
+/// served.
+pub const CROSS_SLOT: &str = "slotproxy_cross_slot_total";
 /// Commands given up after the redirect or retry budget, by kind.
 pub const RETRIES_EXHAUSTED: &str = "slotproxy_retries_exhausted_total";
 /// Open connections to nodes.
@@ -142,6 +145,8 @@ pub struct Metrics {
     pub redirects: IntCounterVec,
     /// See [`RETRIES_EXHAUSTED`]; label `kind`: redirects, tryagain, clusterdown, unreachable.
     pub retries_exhausted: IntCounterVec,
+    /// See [`CROSS_SLOT`]; label `mode`: same_node, split, refused.
+    pub cross_slot: IntCounterVec,
     /// See [`UPSTREAM_CONNECTIONS`]; label `node`.
     pub upstream_connections: IntGaugeVec,
     /// See [`UPSTREAM_REQUESTS`]; label `node`.
@@ -264,6 +269,11 @@ impl Metrics {
                 "Commands answered with an error after the redirect or retry budget ran out.",
                 &["kind"],
             ),
+            cross_slot: counters(
+                CROSS_SLOT,
+                "Commands, transactions and scripts with keys in several hash slots: served on one master (same_node), per master (split) or refused.",
+                &["mode"],
+            ),
             upstream_connections: gauges(
                 UPSTREAM_CONNECTIONS,
                 "Open connections to nodes.",
@@ -364,6 +374,9 @@ impl Metrics {
         for kind in ["redirects", "tryagain", "clusterdown", "unreachable"] {
             self.retries_exhausted.with_label_values(&[kind]);
         }
+        for mode in ["same_node", "split", "refused"] {
+            self.cross_slot.with_label_values(&[mode]);
+        }
         for kind in [
             "busykey", "ioerr", "retried", "skipped", "halted", "changed", "too_big",
         ] {
@@ -387,6 +400,11 @@ impl Metrics {
         }
         self.upstream_reconnects.with_label_values(&[node]);
         self.upstream_connections.with_label_values(&[node]);
+    }
+
+    /// Counts one command (or transaction, or script) across slots, served as `mode`.
+    pub fn count_cross_slot(&self, mode: &str) {
+        self.cross_slot.with_label_values(&[mode]).inc();
     }
 
     /// Records a successful slot-map refresh.

@@ -185,7 +185,9 @@ fn route(
             Policy::Transaction(_) | Policy::Local(Local::Quit | Local::Reset)
         )
     {
-        let reply = client.txn.queue(&info, &request.args, request.raw);
+        let refuse = shared.crossslot.settings.cross_node == crate::config::CrossNode::Refuse;
+        let map = refuse.then_some(&snapshot.map);
+        let reply = client.txn.queue(&info, &request.args, request.raw, map);
         return (ready(reply), Some(info), group);
     }
     match info.name.as_str() {
@@ -214,7 +216,7 @@ fn answer(
             let router = &shared.router;
             match command {
                 TxnCommand::Multi => ready(client.txn.multi()),
-                TxnCommand::Exec => client.txn.exec(router, lane),
+                TxnCommand::Exec => client.txn.exec(&shared.crossslot, lane),
                 TxnCommand::Discard => client.txn.discard(router),
                 TxnCommand::Watch => client.txn.watch(router, info, &request.args, lane.resp3),
                 TxnCommand::Unwatch => client.txn.unwatch(router),
@@ -302,12 +304,25 @@ fn keyed(
         KeyPositions::Known(positions) => {
             match common_slot(positions.iter().map(|&p| &request.args[p])) {
                 Ok(slot) => send_for_slot(shared, client, lane, slot, request.raw, info.write),
-                Err(crossslot) => ready(crossslot),
+                Err(_) => {
+                    if info.write {
+                        client.last_write = Some(key_slot(&request.args[positions[0]]));
+                    }
+                    super::crossslot::command(
+                        shared,
+                        lane,
+                        client.handle.clone(),
+                        info,
+                        request.args,
+                        positions,
+                    )
+                }
             }
         }
         KeyPositions::AskCluster => {
             let router = shared.router.clone();
             let write = info.write;
+            let (engine, name) = (shared.crossslot.clone(), info.name.clone());
             Action::later(async move {
                 let keys = match router.cluster_getkeys(lane, &request.args).await {
                     Ok(keys) => keys,
@@ -324,7 +339,12 @@ fn keyed(
                             )
                             .await
                     }
-                    Err(crossslot) => crossslot,
+                    Err(_) => {
+                        let positions = super::crossslot::positions_of(&request.args, &keys);
+                        let op = super::crossslot::plan::Op::new(&name, request.args, positions);
+                        let plan = super::crossslot::plan::Plan::new(vec![op]);
+                        engine.execute(lane, &plan, true).await
+                    }
                 }
             })
         }
@@ -340,7 +360,18 @@ fn evalsha(shared: &Arc<Shared>, lane: Lane, info: &CommandInfo, request: Reques
     };
     let target = match common_slot(positions.iter().map(|&p| &request.args[p])) {
         Ok(slot) => slot.map(Target::Slot).unwrap_or(Target::AnyMaster),
-        Err(crossslot) => return ready(crossslot),
+        Err(_) => {
+            let (engine, scripts) = (&shared.crossslot, &shared.scripts);
+            let name = &info.name;
+            return super::crossslot::eval::action(
+                engine,
+                scripts,
+                lane,
+                name,
+                &request.args,
+                &positions,
+            );
+        }
     };
     let shared = shared.clone();
     let write = info.write;
@@ -366,14 +397,18 @@ fn blocking(
     request: Request,
     timeout: Timeout,
 ) -> Action {
-    let slot = match info.key_positions(&request.args) {
-        KeyPositions::Known(positions) => common_slot(positions.iter().map(|&p| &request.args[p])),
-        KeyPositions::AskCluster => Ok(None),
+    let positions = match info.key_positions(&request.args) {
+        KeyPositions::Known(positions) => positions,
+        KeyPositions::AskCluster => Vec::new(),
     };
+    let slot = common_slot(positions.iter().map(|&p| &request.args[p]));
     let slot = match slot {
         Ok(Some(slot)) => slot,
         Ok(None) => return keyed_fallback(shared, request, info.write),
-        Err(crossslot) => return ready(crossslot),
+        Err(_) => {
+            let (lane, args, handle) = (client.lane(), request.args, client.handle.clone());
+            return super::crossslot::command(shared, lane, handle, info, args, positions);
+        }
     };
     let call = super::blocking::BlockingCall {
         args: request.args,

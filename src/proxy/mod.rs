@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod client_cmd;
 pub mod client_state;
 pub mod clients;
+pub mod crossslot;
 pub mod dispatch;
 pub mod fanout;
 pub mod fanout_batch;
@@ -67,4 +68,6 @@ pub struct Shared {
     pub run_id: String,
     /// The MONITOR feed.
     pub monitors: monitor::Monitors,
+    /// Commands, transactions and scripts across slots.
+    pub crossslot: crossslot::run::Engine,
 }

@@ -1,10 +1,12 @@
 //! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 //!
 //! The proxy queues a transaction itself, as Redis does: each command is checked (known,
-//! arity, keys) and answered `+QUEUED`. All keys of the transaction, and the keys WATCHed
-//! before it, must hash to one slot; otherwise the command gets `-CROSSSLOT` and EXEC answers
-//! `-EXECABORT`, which is what Redis does after any queue-time error. EXEC sends the whole
-//! block, `MULTI … EXEC`, to the slot's owner in one write:
+//! arity, keys) and answered `+QUEUED`. When all keys of the transaction, and the keys
+//! WATCHed before it, hash to one slot, EXEC sends the whole block, `MULTI … EXEC`, to the
+//! slot's owner in one write (below). Keys in several slots are served by
+//! [`super::crossslot::txn`]; with `compat.cross_node = "refuse"`, a command whose keys are
+//! on another master than the earlier ones gets `-CROSSSLOT` at queue time and EXEC answers
+//! `-EXECABORT`, as Redis does after any queue-time error. For one slot:
 //!
 //! - **Without WATCH** it goes on the client's lane of the shared connection, where no other
 //!   request can land inside it. Redis discards a block whole when any queued command or EXEC
@@ -16,9 +18,12 @@
 //!   slot moved away, moving its keys touched them, so EXEC answers nil, like Redis after a
 //!   touched watched key. The client's retry loop then runs on the new owner.
 
-use super::action::{common_slot, Action};
+use super::action::Action;
+use super::crossslot::run::Engine;
+use super::crossslot::txn::{self as cross_txn, EXECABORT};
 use super::pinned::{call_for_slot, Outcome, Pinned, SharedPinned};
 use crate::cluster::router::{Retry, Router, Target};
+use crate::cluster::{key_slot, SlotMap};
 use crate::protocol::command::{CommandInfo, Local, Policy};
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, scan};
@@ -30,14 +35,15 @@ use std::sync::Arc;
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
-const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 
 /// A client's transaction state.
 #[derive(Debug, Default)]
 pub struct TxnState {
     queued: Option<Queued>,
-    /// The slot of the keys WATCHed on the pinned connection.
-    watched: Option<u16>,
+    /// The slots of the keys WATCHed on the pinned connection (all of one master).
+    watched: Vec<u16>,
+    /// Keys were WATCHed on another master than the pinned connection's: EXEC is refused.
+    watched_elsewhere: bool,
     /// The client's own connection, opened by its first WATCH.
     pinned: SharedPinned,
     /// Whether the watch on the pinned connection still holds; cleared when the watched slot
@@ -54,9 +60,26 @@ struct WatchHealth {
 
 #[derive(Debug, Default)]
 struct Queued {
-    commands: Vec<Bytes>,
-    slot: Option<u16>,
+    commands: Vec<QueuedCommand>,
     failed: bool,
+}
+
+/// One queued command, with what EXEC needs to run it across slots.
+#[derive(Debug)]
+struct QueuedCommand {
+    raw: Bytes,
+    name: String,
+    args: Vec<Bytes>,
+    positions: Vec<usize>,
+}
+
+impl Queued {
+    /// The slots of every queued key.
+    fn slots(&self) -> impl Iterator<Item = u16> + '_ {
+        self.commands
+            .iter()
+            .flat_map(|c| c.positions.iter().map(|&p| key_slot(&c.args[p])))
+    }
 }
 
 impl TxnState {
@@ -80,27 +103,45 @@ impl TxnState {
     }
 
     /// Checks one command inside MULTI and queues it; the reply is `+QUEUED` or the error that
-    /// will make EXEC fail.
-    pub fn queue(&mut self, info: &CommandInfo, args: &[Bytes], raw: Bytes) -> Bytes {
-        let watched = self.watched;
+    /// will make EXEC fail. `refuse_across` (the map, with `compat.cross_node = "refuse"`)
+    /// refuses keys on another master than the transaction's others.
+    pub fn queue(
+        &mut self,
+        info: &CommandInfo,
+        args: &[Bytes],
+        raw: Bytes,
+        refuse_across: Option<&SlotMap>,
+    ) -> Bytes {
+        let watched = self.watched.clone();
         let Some(queued) = self.queued.as_mut() else {
             return reply::error("ERR slotproxy: not in a transaction");
         };
-        let slot = match queueable(info, args) {
-            Ok(slot) => slot,
+        let positions = match queueable(info, args) {
+            Ok(positions) => positions,
             Err(error) => {
                 queued.failed = true;
                 return error;
             }
         };
-        if let Some(slot) = slot {
-            if queued.slot.or(watched).is_some_and(|bound| bound != slot) {
+        if let Some(map) = refuse_across {
+            let owners: Vec<Option<usize>> = queued
+                .slots()
+                .chain(watched.iter().copied())
+                .chain(positions.iter().map(|&p| key_slot(&args[p])))
+                .map(|slot| map.owner(slot))
+                .collect();
+            let across = owners.windows(2).any(|w| w[0] != w[1]);
+            if across {
                 queued.failed = true;
                 return reply::crossslot();
             }
-            queued.slot = Some(slot);
         }
-        queued.commands.push(raw);
+        queued.commands.push(QueuedCommand {
+            raw,
+            name: info.name.clone(),
+            args: args.to_vec(),
+            positions,
+        });
         reply::simple("QUEUED")
     }
 
@@ -114,22 +155,31 @@ impl TxnState {
     }
 
     /// EXEC
-    pub fn exec(&mut self, router: &Arc<Router>, lane: Lane) -> Action {
+    pub fn exec(&mut self, engine: &Engine, lane: Lane) -> Action {
+        let router = &engine.router;
         let Some(queued) = self.queued.take() else {
             return Action::now(reply::error("ERR EXEC without MULTI"));
         };
-        let watched = self.watched.take();
+        let watched = std::mem::take(&mut self.watched);
+        let watched_elsewhere = std::mem::take(&mut self.watched_elsewhere);
         if queued.failed {
-            return match watched {
-                Some(_) => self.unwatch_then(router, reply::error(EXECABORT)),
-                None => Action::now(reply::error(EXECABORT)),
+            return match watched.is_empty() {
+                false => self.unwatch_then(router, reply::error(EXECABORT)),
+                true => Action::now(reply::error(EXECABORT)),
             };
         }
-        let slot = queued.slot.or(watched);
+        let mut slots: Vec<u16> = queued.slots().chain(watched.iter().copied()).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        if slots.len() > 1 || watched_elsewhere {
+            return self.exec_across_slots(engine, lane, queued, watched, watched_elsewhere);
+        }
+        let slot = slots.first().copied();
         let frames = queued.commands.len() + 2;
-        let block = block(&queued.commands);
+        let raws: Vec<Bytes> = queued.commands.iter().map(|c| c.raw.clone()).collect();
+        let block = block(&raws);
         let router = router.clone();
-        if watched.is_none() {
+        if watched.is_empty() {
             if queued.commands.is_empty() {
                 return Action::now(Bytes::from_static(b"*0\r\n"));
             }
@@ -151,14 +201,69 @@ impl TxnState {
         )
     }
 
+    /// EXEC of a transaction whose keys are in several slots (see
+    /// [`super::crossslot::txn`]).
+    fn exec_across_slots(
+        &mut self,
+        engine: &Engine,
+        lane: Lane,
+        queued: Queued,
+        watched: Vec<u16>,
+        watched_elsewhere: bool,
+    ) -> Action {
+        let ops = queued
+            .commands
+            .into_iter()
+            .map(|c| cross_txn::op_of(&c.name, c.args, c.positions))
+            .collect();
+        if watched.is_empty() && !watched_elsewhere {
+            return cross_txn::exec(engine, lane, ops);
+        }
+        let plan = super::crossslot::plan::Plan::new(ops);
+        let router = &engine.router;
+        let mut owners: Vec<Option<String>> = watched
+            .iter()
+            .chain(plan.keys.iter().map(|k| &k.slot))
+            .map(|&slot| router.owner_addr(Some(slot)))
+            .collect();
+        owners.sort();
+        owners.dedup();
+        if watched_elsewhere || owners.len() > 1 {
+            engine.metrics.count_cross_slot("refused");
+            let nodes: Vec<String> = owners.into_iter().flatten().collect();
+            let error = reply::error(&format!(
+                "EXECABORT slotproxy: this transaction WATCHes keys and touches keys on more than one master ({}); a commit there cannot be all-or-nothing, so nothing was run",
+                nodes.join(", ")
+            ));
+            return self.unwatch_then(router, error);
+        }
+        let (engine, pinned, watch) = (engine.clone(), self.pinned.clone(), self.watch.clone());
+        Action::Exclusive(
+            async move {
+                let mut pinned = pinned.lock().await;
+                let health = std::mem::take(&mut *watch.lock());
+                let Some(addr) = pinned.addr().map(str::to_string) else {
+                    return reply::null_array_for(lane.resp3);
+                };
+                if health.broken || pinned.connects() != health.connects {
+                    unwatch(&engine.router, &mut pinned, &watch).await;
+                    return reply::null_array_for(lane.resp3);
+                }
+                cross_txn::exec_watched(&engine, &mut pinned, &addr, lane.resp3, &plan).await
+            }
+            .boxed(),
+        )
+    }
+
     /// DISCARD
     pub fn discard(&mut self, router: &Arc<Router>) -> Action {
         if self.queued.take().is_none() {
             return Action::now(reply::error("ERR DISCARD without MULTI"));
         }
-        match self.watched.take() {
-            Some(_) => self.unwatch_then(router, reply::ok()),
-            None => Action::now(reply::ok()),
+        self.watched_elsewhere = false;
+        match std::mem::take(&mut self.watched).is_empty() {
+            false => self.unwatch_then(router, reply::ok()),
+            true => Action::now(reply::ok()),
         }
     }
 
@@ -173,25 +278,59 @@ impl TxnState {
         if self.queued.is_some() {
             return Action::now(reply::error("ERR WATCH inside MULTI is not allowed"));
         }
-        let slot = match info.key_positions(args) {
-            KeyPositions::Known(positions) => common_slot(positions.iter().map(|&p| &args[p])),
-            KeyPositions::AskCluster => Ok(None),
+        let positions = match info.key_positions(args) {
+            KeyPositions::Known(positions) => positions,
+            KeyPositions::AskCluster => Vec::new(),
         };
-        let slot = match slot {
-            Ok(Some(slot)) => slot,
-            Ok(None) => return Action::now(reply::error("ERR wrong number of arguments")),
-            Err(crossslot) => return Action::now(crossslot),
-        };
-        if self.watched.is_some_and(|watched| watched != slot) {
-            return Action::now(reply::crossslot());
+        if positions.is_empty() {
+            return Action::now(reply::error("ERR wrong number of arguments"));
         }
-        let first = self.watched.replace(slot).is_none();
+        // One WATCH per slot (a node refuses one WATCH over two), all on the master of the
+        // first watched key; keys of other masters cannot be watched on that connection.
+        let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
+        for &p in &positions {
+            let slot = key_slot(&args[p]);
+            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, keys)) => keys.push(args[p].clone()),
+                None => by_slot.push((slot, vec![args[p].clone()])),
+            }
+        }
+        let node = self
+            .watched
+            .first()
+            .or(by_slot.first().map(|(s, _)| s))
+            .and_then(|&s| router.owner_addr(Some(s)));
+        let mut watches = Vec::new();
+        for (slot, keys) in by_slot {
+            if router.owner_addr(Some(slot)) != node {
+                self.watched_elsewhere = true;
+                continue;
+            }
+            let first = self.watched.is_empty();
+            if !self.watched.contains(&slot) {
+                self.watched.push(slot);
+            }
+            let mut command = vec![Bytes::from_static(b"WATCH")];
+            command.extend(keys);
+            watches.push((
+                slot,
+                crate::protocol::request::encode_command(&command),
+                first,
+            ));
+        }
         let (router, pinned, watch) = (router.clone(), self.pinned.clone(), self.watch.clone());
-        let raw = crate::protocol::request::encode_command(args);
         Action::Exclusive(
             async move {
                 let mut pinned = pinned.lock().await;
-                watch_on_pinned(&router, &mut pinned, &watch, slot, raw, first, resp3).await
+                let mut answer = reply::ok();
+                for (slot, raw, first) in watches {
+                    answer = watch_on_pinned(&router, &mut pinned, &watch, slot, raw, first, resp3)
+                        .await;
+                    if scan::is_error(&answer) {
+                        break;
+                    }
+                }
+                answer
             }
             .boxed(),
         )
@@ -199,9 +338,10 @@ impl TxnState {
 
     /// UNWATCH
     pub fn unwatch(&mut self, router: &Arc<Router>) -> Action {
-        match self.watched.take() {
-            Some(_) => self.unwatch_then(router, reply::ok()),
-            None => Action::now(reply::ok()),
+        self.watched_elsewhere = false;
+        match std::mem::take(&mut self.watched).is_empty() {
+            false => self.unwatch_then(router, reply::ok()),
+            true => Action::now(reply::ok()),
         }
     }
 
@@ -224,18 +364,17 @@ impl TxnState {
     }
 }
 
-/// The slot a command inside MULTI binds the transaction to (`None`: keyless), or the error
-/// that fails the transaction.
-fn queueable(info: &CommandInfo, args: &[Bytes]) -> Result<Option<u16>, Bytes> {
+/// Where a command inside MULTI has its keys, or the error that fails the transaction.
+fn queueable(info: &CommandInfo, args: &[Bytes]) -> Result<Vec<usize>, Bytes> {
     let upper = info.name.replace('|', " ").to_uppercase();
     match info.policy {
         Policy::Keyed | Policy::Split(_) | Policy::Blocking(_) => match info.key_positions(args) {
-            KeyPositions::Known(positions) => common_slot(positions.iter().map(|&p| &args[p])),
+            KeyPositions::Known(positions) => Ok(positions),
             KeyPositions::AskCluster => Err(reply::error(&format!(
                 "ERR slotproxy: '{upper}' with these arguments cannot be queued in MULTI: its keys are known only to the cluster"
             ))),
         },
-        Policy::Local(Local::Ping | Local::Echo) => Ok(None),
+        Policy::Local(Local::Ping | Local::Echo) => Ok(Vec::new()),
         Policy::Refused(refusal) => Err(reply::error(&refusal.message(&info.name))),
         _ => Err(reply::error(&format!(
             "ERR slotproxy: '{upper}' cannot be part of a transaction: it is not served by the one node that runs the transaction"
