@@ -14,7 +14,7 @@ pub mod traffic;
 
 pub use cluster::Cluster;
 pub use keys::{check_keys, keys_for_slots, keys_for_slots_named, keys_in_one_slot, write_keys};
-pub use net::{conversation, http_get, http_request, raw_exchange};
+pub use net::{conversation, http_get, http_request, raw_exchange, Wire};
 pub use node::{free_port, redis_server_binary, Node, ServerOptions, Standalone};
 pub use proxy::{wait_job, ProxyProcess, TestProxy};
 

@@ -107,3 +107,51 @@ pub fn http_request(
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A RESP client that sends one command at a time and reads exactly its reply (framed by
+/// the proxy's own reply scanner), for byte-for-byte comparisons.
+pub struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    /// Connects to `addr`; with `resp3`, switches to RESP3 first (`HELLO 3`).
+    pub fn connect(addr: &str, resp3: bool) -> Wire {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut wire = Wire {
+            stream,
+            buf: Vec::new(),
+        };
+        if resp3 {
+            wire.call(&["HELLO", "3"]);
+        }
+        wire
+    }
+
+    /// Sends `args` and returns its reply's bytes.
+    pub fn call<A: AsRef<[u8]>>(&mut self, args: &[A]) -> Vec<u8> {
+        let mut input = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            let arg = arg.as_ref();
+            input.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            input.extend_from_slice(arg);
+            input.extend_from_slice(b"\r\n");
+        }
+        self.stream.write_all(&input).expect("write");
+        loop {
+            if let Ok(Some(len)) = slotproxy::protocol::scan::frame_len(&self.buf) {
+                return self.buf.drain(..len).collect();
+            }
+            let mut chunk = [0u8; 16384];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed waiting for the reply"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => panic!("reading the reply: {e}"),
+            }
+        }
+    }
+}

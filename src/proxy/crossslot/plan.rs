@@ -34,6 +34,9 @@ pub struct Op {
     /// In RESP2 its "nothing" is the null array (`*-1`), not the null bulk string the script
     /// can return.
     pub null_array: bool,
+    /// Its RESP3 reply is a set (`~`) or a map (`%`): it runs with RESP2 replies (a Lua table
+    /// would lose the order of its elements) and the proxy puts the RESP3 type back.
+    pub resp3_kind: Option<u8>,
 }
 
 /// Commands whose replies may hold nulls inside an array.
@@ -53,6 +56,10 @@ const NULL_ARRAY: &[&str] = &[
     "xread",
     "xreadgroup",
 ];
+/// Commands whose RESP3 reply is a set.
+const SET_REPLY: &[&str] = &["sinter", "sunion", "sdiff", "smembers", "spop"];
+/// Commands whose RESP3 reply is a map.
+const MAP_REPLY: &[&str] = &["hgetall", "xread", "xreadgroup", "lcs"];
 /// Commands whose replies name a key.
 const NAMES_KEYS: &[&str] = &["lmpop", "zmpop", "blmpop", "bzmpop", "xread", "xreadgroup"];
 
@@ -64,8 +71,15 @@ impl Op {
             positions,
             shape: Shape::Plain,
             rename: NAMES_KEYS.contains(&name),
-            resp3: !NULLS_INSIDE.contains(&name),
+            resp3: !NULLS_INSIDE.contains(&name)
+                && !SET_REPLY.contains(&name)
+                && !MAP_REPLY.contains(&name),
             null_array: NULL_ARRAY.contains(&name),
+            resp3_kind: match name {
+                _ if SET_REPLY.contains(&name) => Some(b'~'),
+                _ if MAP_REPLY.contains(&name) => Some(b'%'),
+                _ => None,
+            },
         }
     }
 }

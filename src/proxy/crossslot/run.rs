@@ -350,18 +350,21 @@ fn odd(script: &str, reply: &[u8]) -> Bytes {
     ))
 }
 
-/// RESP2's "nothing" of `BLPOP`, `LMPOP`, `XREAD` … is `*-1`; a script can only return
-/// `$-1`. Puts it right, for the one reply or each of an array's.
+/// What a script's reply cannot say puts right, for the one reply or each of an array's:
+/// RESP2's "nothing" of `BLPOP`, `LMPOP`, `XREAD` … is `*-1` (a script returns `$-1`), and
+/// RESP3 sets and maps come back as arrays (see [`super::plan::Op::resp3_kind`]).
 pub fn fix_nulls(reply: Bytes, plan: &Plan, single: bool, resp3: bool) -> Bytes {
-    const NULL_BULK: &[u8] = b"$-1\r\n";
-    const NULL_ARRAY: &[u8] = b"*-1\r\n";
-    if resp3 || !plan.ops.iter().any(|op| op.null_array) {
+    let needed = plan
+        .ops
+        .iter()
+        .any(|op| (!resp3 && op.null_array) || (resp3 && op.resp3_kind.is_some()));
+    if !needed {
         return reply;
     }
     if single {
-        return match &reply[..] == NULL_BULK {
-            true => Bytes::from_static(NULL_ARRAY),
-            false => reply,
+        return match plan.ops.first() {
+            Some(op) => fix_one(reply, op, resp3),
+            None => reply,
         };
     }
     let Some(elements) = scan::array_elements(&reply) else {
@@ -369,12 +372,36 @@ pub fn fix_nulls(reply: Bytes, plan: &Plan, single: bool, resp3: bool) -> Bytes 
     };
     let mut out = BytesMut::with_capacity(reply.len() + 8);
     out.extend_from_slice(format!("*{}\r\n", elements.len()).as_bytes());
-    for (element, op) in elements.iter().zip(&plan.ops) {
-        match op.null_array && &element[..] == NULL_BULK {
-            true => out.extend_from_slice(NULL_ARRAY),
-            false => out.extend_from_slice(element),
-        }
+    for (element, op) in elements.into_iter().zip(&plan.ops) {
+        out.extend_from_slice(&fix_one(element, op, resp3));
     }
+    out.freeze()
+}
+
+/// [`fix_nulls`] for one command's reply.
+fn fix_one(reply: Bytes, op: &super::plan::Op, resp3: bool) -> Bytes {
+    if !resp3 {
+        return match op.null_array && &reply[..] == b"$-1\r\n" {
+            true => Bytes::from_static(b"*-1\r\n"),
+            false => reply,
+        };
+    }
+    let (Some(kind), Some(b'*')) = (op.resp3_kind, reply.first()) else {
+        return reply;
+    };
+    let Some(end) = reply.iter().position(|&b| b == b'\r') else {
+        return reply;
+    };
+    let Some(n) = std::str::from_utf8(&reply[1..end])
+        .ok()
+        .and_then(|t| t.parse::<usize>().ok())
+    else {
+        return reply;
+    };
+    let n = if kind == b'%' { n / 2 } else { n };
+    let mut out = BytesMut::with_capacity(reply.len());
+    out.extend_from_slice(format!("{}{n}", char::from(kind)).as_bytes());
+    out.extend_from_slice(&reply[end..]);
     out.freeze()
 }
 
