@@ -408,7 +408,9 @@ fn a_key_over_the_copy_bound_gets_an_error_and_nothing_changes() {
         let mut x = 12345u64;
         let big: String = (0..5000)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 char::from(b'a' + ((x >> 33) % 26) as u8)
             })
             .collect();
