@@ -173,42 +173,48 @@ impl PubSub {
                         let mut cmd: Vec<&[u8]> = vec![verb];
                         cmd.extend(fresh);
                         conn.send(&cmd, Some(tx));
-                        Some(rx)
+                        Some(rx.map(|_| ()).boxed())
                     }
                 };
                 (frames, done)
             }
             PubSubCommand::SSubscribe => {
-                let slot = key_slot(&names[0]);
-                if names.iter().any(|n| key_slot(n) != slot) {
-                    return futures_util::future::ready(reply::crossslot()).boxed();
-                }
-                let Some(owner) = router.owner_addr(Some(slot)) else {
-                    return futures_util::future::ready(reply::error(
-                        "CLUSTERDOWN Hash slot not served",
-                    ))
-                    .boxed();
-                };
-                let owner: Arc<str> = owner.into();
-                let mut frames = Vec::new();
-                let mut fresh: Vec<&[u8]> = Vec::new();
+                // Shard channels of several slots (one Redis takes them all at once) are
+                // subscribed on each slot's owner.
+                let mut owners: Vec<Arc<str>> = Vec::with_capacity(names.len());
                 for name in names {
+                    let Some(owner) = router.owner_addr(Some(key_slot(name))) else {
+                        return futures_util::future::ready(reply::error(
+                            "CLUSTERDOWN Hash slot not served",
+                        ))
+                        .boxed();
+                    };
+                    owners.push(owner.into());
+                }
+                let mut frames = Vec::new();
+                let mut fresh: Vec<(Arc<str>, &[u8])> = Vec::new();
+                for (name, owner) in names.iter().zip(owners) {
                     if !self.shard.contains_key(name) {
                         self.shard.insert(name.clone(), Some(owner.clone()));
-                        fresh.push(name);
+                        fresh.push((owner, name));
                     }
                     frames.push(push(&[b"ssubscribe", name], Some(self.shard.len())));
                 }
-                let done = match fresh.is_empty() {
+                let mut nodes: Vec<Arc<str>> = fresh.iter().map(|(o, _)| o.clone()).collect();
+                nodes.sort();
+                nodes.dedup();
+                let mut waits = Vec::new();
+                for node in nodes {
+                    let conn = self.node_conn(router, &node);
+                    let (tx, rx) = oneshot::channel();
+                    let mut cmd: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
+                    cmd.extend(fresh.iter().filter(|(o, _)| *o == node).map(|(_, n)| *n));
+                    conn.send(&cmd, Some(tx));
+                    waits.push(rx);
+                }
+                let done = match waits.is_empty() {
                     true => None,
-                    false => {
-                        let conn = self.node_conn(router, &owner);
-                        let (tx, rx) = oneshot::channel();
-                        let mut cmd: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
-                        cmd.extend(fresh);
-                        conn.send(&cmd, Some(tx));
-                        Some(rx)
-                    }
+                    false => Some(futures_util::future::join_all(waits).map(|_| ()).boxed()),
                 };
                 (frames, done)
             }
