@@ -332,7 +332,7 @@ fn keys_on_several_masters_behave_as_on_one_redis() {
 }
 
 #[test]
-fn scripts_and_watch_across_masters_are_refused_whole() {
+fn scripts_and_watched_writes_across_masters_are_refused_whole() {
     let (cluster, _reference, proxy) = setup();
     let keys = keys_across(&cluster, "refused");
     let mut wire = Wire::connect(&proxy.addr.to_string(), false);
@@ -352,9 +352,59 @@ fn scripts_and_watch_across_masters_are_refused_whole() {
     assert_eq!(wire.call(&["WATCH", &keys[0]]), b"+OK\r\n");
     assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
     assert_eq!(wire.call(&["SET", &keys[1], "v"]), b"+QUEUED\r\n");
+    assert_eq!(wire.call(&["SET", &keys[2], "v"]), b"+QUEUED\r\n");
     let refused = String::from_utf8_lossy(&wire.call(&["EXEC"])).into_owned();
-    assert!(refused.starts_with("-EXECABORT slotproxy:"), "{refused}");
-    assert_eq!(wire.call(&["EXISTS", &keys[1]]), b":0\r\n");
+    assert!(
+        refused.starts_with(
+            "-EXECABORT slotproxy: this transaction WATCHes keys and writes on more than one master"
+        ),
+        "{refused}"
+    );
+    assert_eq!(wire.call(&["EXISTS", &keys[1], &keys[2]]), b":0\r\n");
+}
+
+/// The optimistic-locking pattern with keys on several masters: watch, read, write on one
+/// master. EXEC commits when nothing watched changed, answers nil when a watched key on any
+/// master was touched, and runs nothing then.
+#[test]
+fn watch_on_several_masters_with_writes_on_one() {
+    let (cluster, _reference, proxy) = setup();
+    let keys = keys_across(&cluster, "w");
+    let addr = proxy.addr.to_string();
+    for resp3 in [false, true] {
+        let mut wire = Wire::connect(&addr, resp3);
+        let mut other = Wire::connect(&addr, false);
+        wire.call(&["SET", &keys[0], "1"]);
+        wire.call(&["SET", &keys[1], "2"]);
+        let begin = |wire: &mut Wire, value: &str| {
+            assert_eq!(wire.call(&["WATCH", &keys[0], &keys[1]]), b"+OK\r\n");
+            assert_eq!(wire.call(&["WATCH", &keys[2]]), b"+OK\r\n");
+            wire.call(&["GET", &keys[0]]);
+            assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
+            assert_eq!(wire.call(&["SET", &keys[2], value]), b"+QUEUED\r\n");
+        };
+        begin(&mut wire, "first");
+        assert_eq!(wire.call(&["EXEC"]), b"*1\r\n+OK\r\n");
+        let nil: &[u8] = if resp3 { b"_\r\n" } else { b"*-1\r\n" };
+        let touches = [
+            vec!["SET", keys[0].as_str(), "x"],
+            vec!["INCR", keys[1].as_str()],
+            vec!["SET", keys[2].as_str(), "y"],
+        ];
+        for (n, touch) in touches.iter().enumerate() {
+            let value = format!("v{n}");
+            begin(&mut wire, &value);
+            other.call(touch);
+            assert_eq!(wire.call(&["EXEC"]), nil, "after {touch:?}");
+            let now = wire.call(&["GET", &keys[2]]);
+            assert_ne!(now, format!("$2\r\n{value}\r\n").into_bytes());
+        }
+        // An empty transaction over watches on several masters.
+        assert_eq!(wire.call(&["WATCH", &keys[0], &keys[1]]), b"+OK\r\n");
+        assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
+        assert_eq!(wire.call(&["EXEC"]), b"*0\r\n");
+        wire.call(&["FLUSHALL"]);
+    }
 }
 
 #[test]

@@ -25,6 +25,7 @@ pub mod scripts;
 pub mod session;
 pub mod stop;
 pub mod transaction;
+pub mod watch;
 
 use crate::cluster::router::Router;
 use crate::metrics::Metrics;

@@ -17,11 +17,21 @@
 //! - **With WATCH** it goes on the client's pinned connection, where the watch lives. If the
 //!   slot moved away, moving its keys touched them, so EXEC answers nil, like Redis after a
 //!   touched watched key. The client's retry loop then runs on the new owner.
+//!
+//! WATCHed keys on several masters ([`super::watch`]): each master's watches live on a
+//! connection of the client's to it. When the transaction writes on one master only (the
+//! usual optimistic-locking pattern: watch, read, write), EXEC first checks every other
+//! master's watches with an empty `MULTI`/`EXEC` there, then commits on the writing master,
+//! whose own watches are checked by Redis atomically with the commit. A write to a watched
+//! key elsewhere in the one round trip between that check and the commit is not seen: the
+//! transaction then counts as having run just before that write (serializable, though not in
+//! real time). A transaction that writes on several masters with WATCH cannot commit
+//! all-or-nothing: EXEC refuses it whole, and nothing runs.
 
 use super::action::Action;
 use super::crossslot::run::Engine;
 use super::crossslot::txn::{self as cross_txn, EXECABORT};
-use super::pinned::{call_for_slot, Outcome, Pinned, SharedPinned};
+use super::watch::{exec_watched, untouched, unwatch, watch_on_pinned, Watcher};
 use crate::cluster::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, SlotMap};
 use crate::protocol::command::{CommandInfo, Local, Policy};
@@ -29,33 +39,18 @@ use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, scan};
 use crate::upstream::Lane;
 use bytes::{Bytes, BytesMut};
-use futures_util::future::FutureExt;
+use futures_util::future::{join_all, FutureExt};
 use std::sync::Arc;
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
-const UNWATCH: &[u8] = b"*1\r\n$7\r\nUNWATCH\r\n";
 
 /// A client's transaction state.
 #[derive(Debug, Default)]
 pub struct TxnState {
     queued: Option<Queued>,
-    /// The slots of the keys WATCHed on the pinned connection (all of one master).
-    watched: Vec<u16>,
-    /// Keys were WATCHed on another master than the pinned connection's: EXEC is refused.
-    watched_elsewhere: bool,
-    /// The client's own connection, opened by its first WATCH.
-    pinned: SharedPinned,
-    /// Whether the watch on the pinned connection still holds; cleared when the watched slot
-    /// moves or the connection drops. Read and written only by exclusive reply futures.
-    watch: Arc<parking_lot::Mutex<WatchHealth>>,
-}
-
-#[derive(Debug, Default)]
-struct WatchHealth {
-    broken: bool,
-    /// The pinned connection's open count when the watch was set.
-    connects: u64,
+    /// The watches, one watcher per master.
+    watchers: Vec<Watcher>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +88,10 @@ impl TxnState {
         self.queued.as_ref().map(|q| q.commands.len())
     }
 
+    fn watched_slots(&self) -> impl Iterator<Item = u16> + '_ {
+        self.watchers.iter().flat_map(|w| w.slots.iter().copied())
+    }
+
     /// MULTI
     pub fn multi(&mut self) -> Bytes {
         if self.queued.is_some() {
@@ -112,7 +111,7 @@ impl TxnState {
         raw: Bytes,
         refuse_across: Option<&SlotMap>,
     ) -> Bytes {
-        let watched = self.watched.clone();
+        let watched: Vec<u16> = self.watched_slots().collect();
         let Some(queued) = self.queued.as_mut() else {
             return reply::error("ERR slotproxy: not in a transaction");
         };
@@ -160,26 +159,25 @@ impl TxnState {
         let Some(queued) = self.queued.take() else {
             return Action::now(reply::error("ERR EXEC without MULTI"));
         };
-        let watched = std::mem::take(&mut self.watched);
-        let watched_elsewhere = std::mem::take(&mut self.watched_elsewhere);
         if queued.failed {
-            return match watched.is_empty() {
-                false => self.unwatch_then(router, reply::error(EXECABORT)),
-                true => Action::now(reply::error(EXECABORT)),
-            };
+            return self.unwatch_then(router, reply::error(EXECABORT));
         }
-        let mut slots: Vec<u16> = queued.slots().chain(watched.iter().copied()).collect();
+        let watchers = std::mem::take(&mut self.watchers);
+        let mut slots: Vec<u16> = queued
+            .slots()
+            .chain(watchers.iter().flat_map(|w| w.slots.iter().copied()))
+            .collect();
         slots.sort_unstable();
         slots.dedup();
-        if slots.len() > 1 || watched_elsewhere {
-            return self.exec_across_slots(engine, lane, queued, watched, watched_elsewhere);
+        if slots.len() > 1 || watchers.len() > 1 {
+            return exec_across_slots(engine, lane, queued, watchers);
         }
         let slot = slots.first().copied();
         let frames = queued.commands.len() + 2;
         let raws: Vec<Bytes> = queued.commands.iter().map(|c| c.raw.clone()).collect();
         let block = block(&raws);
         let router = router.clone();
-        if watched.is_empty() {
+        let Some(watcher) = watchers.into_iter().next() else {
             if queued.commands.is_empty() {
                 return Action::now(Bytes::from_static(b"*0\r\n"));
             }
@@ -192,64 +190,18 @@ impl TxnState {
             return Action::later(
                 async move { router.send_call(lane, target, block, retry).await },
             );
-        }
-        let pinned = self.pinned.clone();
-        let watch = self.watch.clone();
-        Action::Exclusive(
-            async move { exec_watched(&router, &pinned, &watch, block, frames, lane.resp3).await }
-                .boxed(),
-        )
-    }
-
-    /// EXEC of a transaction whose keys are in several slots (see
-    /// [`super::crossslot::txn`]).
-    fn exec_across_slots(
-        &mut self,
-        engine: &Engine,
-        lane: Lane,
-        queued: Queued,
-        watched: Vec<u16>,
-        watched_elsewhere: bool,
-    ) -> Action {
-        let ops = queued
-            .commands
-            .into_iter()
-            .map(|c| cross_txn::op_of(&c.name, c.args, c.positions))
-            .collect();
-        if watched.is_empty() && !watched_elsewhere {
-            return cross_txn::exec(engine, lane, ops);
-        }
-        let plan = super::crossslot::plan::Plan::new(ops);
-        let router = &engine.router;
-        let mut owners: Vec<Option<String>> = watched
-            .iter()
-            .chain(plan.keys.iter().map(|k| &k.slot))
-            .map(|&slot| router.owner_addr(Some(slot)))
-            .collect();
-        owners.sort();
-        owners.dedup();
-        if watched_elsewhere || owners.len() > 1 {
-            engine.metrics.count_cross_slot("refused");
-            let nodes: Vec<String> = owners.into_iter().flatten().collect();
-            let error = reply::error(&format!(
-                "EXECABORT slotproxy: this transaction WATCHes keys and touches keys on more than one master ({}); a commit there cannot be all-or-nothing, so nothing was run",
-                nodes.join(", ")
-            ));
-            return self.unwatch_then(router, error);
-        }
-        let (engine, pinned, watch) = (engine.clone(), self.pinned.clone(), self.watch.clone());
+        };
         Action::Exclusive(
             async move {
-                let mut pinned = pinned.lock().await;
-                let health = std::mem::take(&mut *watch.lock());
-                let Some(addr) = pinned.addr().map(str::to_string) else {
-                    return reply::null_array_for(lane.resp3);
-                };
-                if health.broken || pinned.connects() != health.connects {
-                    unwatch(&engine.router, &mut pinned, &watch).await;
-                    return reply::null_array_for(lane.resp3);
-                }
-                cross_txn::exec_watched(&engine, &mut pinned, &addr, lane.resp3, &plan).await
+                exec_watched(
+                    &router,
+                    &watcher.pinned,
+                    &watcher.health,
+                    block,
+                    frames,
+                    lane.resp3,
+                )
+                .await
             }
             .boxed(),
         )
@@ -260,11 +212,7 @@ impl TxnState {
         if self.queued.take().is_none() {
             return Action::now(reply::error("ERR DISCARD without MULTI"));
         }
-        self.watched_elsewhere = false;
-        match std::mem::take(&mut self.watched).is_empty() {
-            false => self.unwatch_then(router, reply::ok()),
-            true => Action::now(reply::ok()),
-        }
+        self.unwatch_then(router, reply::ok())
     }
 
     /// WATCH key …
@@ -285,8 +233,8 @@ impl TxnState {
         if positions.is_empty() {
             return Action::now(reply::error("ERR wrong number of arguments"));
         }
-        // One WATCH per slot (a node refuses one WATCH over two), all on the master of the
-        // first watched key; keys of other masters cannot be watched on that connection.
+        // One WATCH per slot (a node refuses one WATCH over two), on the watcher of the
+        // slot's master.
         let mut by_slot: Vec<(u16, Vec<Bytes>)> = Vec::new();
         for &p in &positions {
             let slot = key_slot(&args[p]);
@@ -295,39 +243,54 @@ impl TxnState {
                 None => by_slot.push((slot, vec![args[p].clone()])),
             }
         }
-        let node = self
-            .watched
-            .first()
-            .or(by_slot.first().map(|(s, _)| s))
-            .and_then(|&s| router.owner_addr(Some(s)));
-        let mut watches = Vec::new();
+        let mut work: Vec<(Watcher, Vec<(u16, Bytes, bool)>)> = Vec::new();
         for (slot, keys) in by_slot {
-            if router.owner_addr(Some(slot)) != node {
-                self.watched_elsewhere = true;
-                continue;
-            }
-            let first = self.watched.is_empty();
-            if !self.watched.contains(&slot) {
-                self.watched.push(slot);
+            let node = router.owner_addr(Some(slot)).unwrap_or_default();
+            let index = match self.watchers.iter().position(|w| w.node == node) {
+                Some(index) => index,
+                None => {
+                    self.watchers.push(Watcher {
+                        node: node.clone(),
+                        ..Watcher::default()
+                    });
+                    self.watchers.len() - 1
+                }
+            };
+            let watcher = &mut self.watchers[index];
+            let first = watcher.slots.is_empty();
+            if !watcher.slots.contains(&slot) {
+                watcher.slots.push(slot);
             }
             let mut command = vec![Bytes::from_static(b"WATCH")];
             command.extend(keys);
-            watches.push((
-                slot,
-                crate::protocol::request::encode_command(&command),
-                first,
-            ));
+            let raw = crate::protocol::request::encode_command(&command);
+            match work.iter_mut().find(|(w, _)| w.node == watcher.node) {
+                Some((_, calls)) => calls.push((slot, raw, first)),
+                None => work.push((watcher.clone(), vec![(slot, raw, first)])),
+            }
         }
-        let (router, pinned, watch) = (router.clone(), self.pinned.clone(), self.watch.clone());
+        let router = router.clone();
         Action::Exclusive(
             async move {
-                let mut pinned = pinned.lock().await;
                 let mut answer = reply::ok();
-                for (slot, raw, first) in watches {
-                    answer = watch_on_pinned(&router, &mut pinned, &watch, slot, raw, first, resp3)
+                for (watcher, calls) in work {
+                    let mut pinned = watcher.pinned.lock().await;
+                    let mut first = true;
+                    for (slot, raw, fresh) in calls {
+                        answer = watch_on_pinned(
+                            &router,
+                            &mut pinned,
+                            &watcher.health,
+                            slot,
+                            raw,
+                            fresh && first,
+                            resp3,
+                        )
                         .await;
-                    if scan::is_error(&answer) {
-                        break;
+                        first = false;
+                        if scan::is_error(&answer) {
+                            return answer;
+                        }
                     }
                 }
                 answer
@@ -338,30 +301,116 @@ impl TxnState {
 
     /// UNWATCH
     pub fn unwatch(&mut self, router: &Arc<Router>) -> Action {
-        self.watched_elsewhere = false;
-        match std::mem::take(&mut self.watched).is_empty() {
-            false => self.unwatch_then(router, reply::ok()),
-            true => Action::now(reply::ok()),
-        }
+        self.unwatch_then(router, reply::ok())
     }
 
-    /// Forgets everything (RESET); the pinned connection closes with the last future using it.
+    /// Forgets everything (RESET); the pinned connections close with the last future using
+    /// them.
     pub fn reset(&mut self) {
         *self = TxnState::default();
     }
 
-    /// Clears the watch on the pinned connection, then answers `answer`.
+    /// Clears every watch, then answers `answer`.
     fn unwatch_then(&mut self, router: &Arc<Router>, answer: Bytes) -> Action {
-        let (router, pinned, watch) = (router.clone(), self.pinned.clone(), self.watch.clone());
+        let watchers = std::mem::take(&mut self.watchers);
+        if watchers.is_empty() {
+            return Action::now(answer);
+        }
+        let router = router.clone();
         Action::Exclusive(
             async move {
-                let mut pinned = pinned.lock().await;
-                unwatch(&router, &mut pinned, &watch).await;
+                unwatch_all(&router, &watchers).await;
                 answer
             }
             .boxed(),
         )
     }
+}
+
+async fn unwatch_all(router: &Router, watchers: &[Watcher]) {
+    for watcher in watchers {
+        let mut pinned = watcher.pinned.lock().await;
+        unwatch(router, &mut pinned, &watcher.health).await;
+    }
+}
+
+/// EXEC of a transaction whose keys (queued or watched) are in several slots (see
+/// [`super::crossslot::txn`] and the module doc).
+fn exec_across_slots(
+    engine: &Engine,
+    lane: Lane,
+    queued: Queued,
+    watchers: Vec<Watcher>,
+) -> Action {
+    let ops = queued
+        .commands
+        .into_iter()
+        .map(|c| cross_txn::op_of(&c.name, c.args, c.positions))
+        .collect();
+    if watchers.is_empty() {
+        return cross_txn::exec(engine, lane, ops);
+    }
+    let plan = super::crossslot::plan::Plan::new(ops);
+    let router = &engine.router;
+    let mut writers: Vec<String> = plan
+        .keys
+        .iter()
+        .filter_map(|k| router.owner_addr(Some(k.slot)))
+        .collect();
+    writers.sort();
+    writers.dedup();
+    let engine = engine.clone();
+    if writers.len() > 1 {
+        engine.metrics.count_cross_slot("refused");
+        let error = reply::error(&format!(
+            "EXECABORT slotproxy: this transaction WATCHes keys and writes on more than one master ({}); a commit there cannot be all-or-nothing, so nothing was run",
+            writers.join(", ")
+        ));
+        return Action::Exclusive(
+            async move {
+                unwatch_all(&engine.router, &watchers).await;
+                error
+            }
+            .boxed(),
+        );
+    }
+    let writer = writers
+        .into_iter()
+        .next()
+        .or_else(|| watchers.first().map(|w| w.node.clone()))
+        .unwrap_or_default();
+    Action::Exclusive(
+        async move {
+            let (here, elsewhere): (Vec<Watcher>, Vec<Watcher>) =
+                watchers.into_iter().partition(|w| w.node == writer);
+            let router = &engine.router;
+            if plan.ops.is_empty() {
+                let checks = join_all(elsewhere.iter().chain(&here).map(|w| untouched(router, w)));
+                return match checks.await.iter().all(|ok| *ok) {
+                    true => Bytes::from_static(b"*0\r\n"),
+                    false => reply::null_array_for(lane.resp3),
+                };
+            }
+            let checks = join_all(elsewhere.iter().map(|w| untouched(router, w))).await;
+            if checks.iter().any(|ok| !ok) {
+                unwatch_all(router, &here).await;
+                return reply::null_array_for(lane.resp3);
+            }
+            let Some(watcher) = here.into_iter().next() else {
+                return engine.execute(lane, &plan, false).await;
+            };
+            let mut pinned = watcher.pinned.lock().await;
+            let Some(addr) = pinned.addr().map(str::to_string) else {
+                return reply::null_array_for(lane.resp3);
+            };
+            if !watcher.take_health(&pinned) {
+                unwatch(router, &mut pinned, &watcher.health).await;
+                return reply::null_array_for(lane.resp3);
+            }
+            cross_txn::exec_watched(&engine, &mut pinned, &addr, lane.resp3, &plan).await
+        }
+        .boxed(),
+    )
 }
 
 /// Where a command inside MULTI has its keys, or the error that fails the transaction.
@@ -392,130 +441,4 @@ fn block(commands: &[Bytes]) -> Bytes {
     }
     out.extend_from_slice(EXEC);
     out.freeze()
-}
-
-/// WATCH on the pinned connection, aimed at the slot's owner. A slot in mid-migration is
-/// waited out; a watch whose slot moved, or whose connection dropped, is marked broken so
-/// that EXEC answers nil.
-async fn watch_on_pinned(
-    router: &Router,
-    pinned: &mut Pinned,
-    watch: &parking_lot::Mutex<WatchHealth>,
-    slot: u16,
-    raw: Bytes,
-    first: bool,
-    resp3: bool,
-) -> Bytes {
-    let health = |f: &mut dyn FnMut(&mut WatchHealth)| {
-        let mut h = watch.lock();
-        f(&mut h)
-    };
-    if first {
-        health(&mut |h| *h = WatchHealth::default());
-    } else if pinned.addr().map(str::to_string) != router.owner_addr(Some(slot)) {
-        health(&mut |h| h.broken = true);
-        return reply::ok();
-    }
-    let before = pinned.connects();
-    let timeout = router.request_timeout();
-    for _ in 0..=router.max_retries() {
-        let to = (Some(slot), resp3);
-        let outcome = call_for_slot(router, pinned, to, || (raw.clone(), timeout)).await;
-        let reply = match outcome {
-            Outcome::Moved if first => continue,
-            Outcome::Moved => {
-                health(&mut |h| h.broken = true);
-                return reply::ok();
-            }
-            Outcome::Reply(reply) => reply,
-        };
-        if scan::is_error(&reply) {
-            // A slot that never settled, or a lost node: EXEC will report the watch broken.
-            health(&mut |h| h.broken = true);
-            return if reply.starts_with(b"-ERR") {
-                reply
-            } else {
-                reply::ok()
-            };
-        }
-        let connects = pinned.connects();
-        health(&mut |h| {
-            if first {
-                h.connects = connects;
-            } else if connects != before || connects != h.connects {
-                h.broken = true;
-            }
-        });
-        return reply;
-    }
-    health(&mut |h| h.broken = true);
-    reply::ok()
-}
-
-/// EXEC of a watched transaction on the pinned connection.
-async fn exec_watched(
-    router: &Router,
-    pinned: &SharedPinned,
-    watch: &parking_lot::Mutex<WatchHealth>,
-    block: Bytes,
-    frames: usize,
-    resp3: bool,
-) -> Bytes {
-    let mut pinned = pinned.lock().await;
-    let health = std::mem::take(&mut *watch.lock());
-    let Some(addr) = pinned.addr().map(str::to_string) else {
-        return reply::null_array_for(resp3);
-    };
-    if health.broken || pinned.connects() != health.connects {
-        unwatch(router, &mut pinned, watch).await;
-        return reply::null_array_for(resp3);
-    }
-    let result = pinned
-        .call(
-            router,
-            (&addr, resp3),
-            &block,
-            frames,
-            false,
-            router.request_timeout(),
-        )
-        .await;
-    let replies = match result {
-        Ok(replies) => replies,
-        Err(error) => return error.to_reply(),
-    };
-    if replies
-        .iter()
-        .any(|r| scan::classify(r) != scan::Redirect::None)
-    {
-        // Redis discarded the block (and the watch) because the slot moved or is moving:
-        // its keys were touched by the move.
-        router.topology.request_refresh();
-        return reply::null_array_for(resp3);
-    }
-    replies
-        .into_iter()
-        .last()
-        .unwrap_or_else(|| reply::null_for(resp3))
-}
-
-/// Clears the pinned connection's watch (a broken connection is simply dropped).
-async fn unwatch(router: &Router, pinned: &mut Pinned, watch: &parking_lot::Mutex<WatchHealth>) {
-    *watch.lock() = WatchHealth::default();
-    let Some(addr) = pinned.addr().map(str::to_string) else {
-        return;
-    };
-    let result = pinned
-        .call(
-            router,
-            (&addr, pinned.resp3()),
-            UNWATCH,
-            1,
-            false,
-            router.request_timeout(),
-        )
-        .await;
-    if result.is_err() {
-        pinned.close();
-    }
 }

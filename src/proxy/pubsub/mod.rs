@@ -180,7 +180,7 @@ impl PubSub {
             }
             PubSubCommand::SSubscribe => {
                 // Shard channels of several slots (one Redis takes them all at once) are
-                // subscribed on each slot's owner.
+                // subscribed slot by slot, each on its slot's owner.
                 let mut owners: Vec<Arc<str>> = Vec::with_capacity(names.len());
                 for name in names {
                     let Some(owner) = router.owner_addr(Some(key_slot(name))) else {
@@ -200,15 +200,24 @@ impl PubSub {
                     }
                     frames.push(push(&[b"ssubscribe", name], Some(self.shard.len())));
                 }
-                let mut nodes: Vec<Arc<str>> = fresh.iter().map(|(o, _)| o.clone()).collect();
-                nodes.sort();
-                nodes.dedup();
+                // One SSUBSCRIBE per slot: a node refuses one over two of its slots.
+                let mut slots: Vec<(u16, Arc<str>)> = fresh
+                    .iter()
+                    .map(|(o, n)| (key_slot(n), o.clone()))
+                    .collect();
+                slots.sort();
+                slots.dedup();
                 let mut waits = Vec::new();
-                for node in nodes {
+                for (slot, node) in slots {
                     let conn = self.node_conn(router, &node);
                     let (tx, rx) = oneshot::channel();
                     let mut cmd: Vec<&[u8]> = vec![b"SSUBSCRIBE"];
-                    cmd.extend(fresh.iter().filter(|(o, _)| *o == node).map(|(_, n)| *n));
+                    cmd.extend(
+                        fresh
+                            .iter()
+                            .filter(|(_, n)| key_slot(n) == slot)
+                            .map(|(_, n)| *n),
+                    );
                     conn.send(&cmd, Some(tx));
                     waits.push(rx);
                 }
