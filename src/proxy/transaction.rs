@@ -45,6 +45,9 @@ use std::sync::Arc;
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
+/// One `WATCH` to send: its slot, the command, and whether it is its watcher's first.
+type WatchCall = (u16, Bytes, bool);
+
 /// A client's transaction state.
 #[derive(Debug, Default)]
 pub struct TxnState {
@@ -243,7 +246,7 @@ impl TxnState {
                 None => by_slot.push((slot, vec![args[p].clone()])),
             }
         }
-        let mut work: Vec<(Watcher, Vec<(u16, Bytes, bool)>)> = Vec::new();
+        let mut work: Vec<(Watcher, Vec<WatchCall>)> = Vec::new();
         for (slot, keys) in by_slot {
             let node = router.owner_addr(Some(slot)).unwrap_or_default();
             let index = match self.watchers.iter().position(|w| w.node == node) {
