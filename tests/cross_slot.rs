@@ -332,7 +332,7 @@ fn keys_on_several_masters_behave_as_on_one_redis() {
 }
 
 #[test]
-fn scripts_and_watched_writes_across_masters_are_refused_whole() {
+fn scripts_and_watched_commands_spanning_masters_are_refused_whole() {
     let (cluster, _reference, proxy) = setup();
     let keys = keys_across(&cluster, "refused");
     let mut wire = Wire::connect(&proxy.addr.to_string(), false);
@@ -349,18 +349,110 @@ fn scripts_and_watched_writes_across_masters_are_refused_whole() {
         "{error}"
     );
     assert_eq!(wire.call(&["EXISTS", &keys[0]]), b":0\r\n");
+    wire.call(&["SADD", &keys[2], "m"]);
     assert_eq!(wire.call(&["WATCH", &keys[0]]), b"+OK\r\n");
     assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
-    assert_eq!(wire.call(&["SET", &keys[1], "v"]), b"+QUEUED\r\n");
-    assert_eq!(wire.call(&["SET", &keys[2], "v"]), b"+QUEUED\r\n");
+    assert_eq!(wire.call(&["SET", &keys[0], "v"]), b"+QUEUED\r\n");
+    assert_eq!(
+        wire.call(&["SUNIONSTORE", &keys[1], &keys[2]]),
+        b"+QUEUED\r\n"
+    );
     let refused = String::from_utf8_lossy(&wire.call(&["EXEC"])).into_owned();
     assert!(
         refused.starts_with(
-            "-EXECABORT slotproxy: this transaction WATCHes keys and writes on more than one master"
+            "-EXECABORT slotproxy: this transaction WATCHes keys and has a command whose keys are on more than one master"
         ),
         "{refused}"
     );
-    assert_eq!(wire.call(&["EXISTS", &keys[1], &keys[2]]), b":0\r\n");
+    assert_eq!(wire.call(&["EXISTS", &keys[0], &keys[1]]), b":0\r\n");
+    // FCALL over keys in several slots (of one master: keys 0 and 3), alone and in MULTI.
+    let library = "#!lua name=xs\nredis.register_function('setget', function(keys, args) redis.call('SET', keys[1], 'f'); return redis.call('GET', keys[2]) end)";
+    assert_eq!(wire.call(&["FUNCTION", "LOAD", library]), b"$2\r\nxs\r\n");
+    let fcall = String::from_utf8_lossy(&wire.call(&["FCALL", "setget", "2", &keys[0], &keys[3]]))
+        .into_owned();
+    assert!(
+        fcall.starts_with("-CROSSSLOT Keys in request don't hash to the same slot (slotproxy: a function cannot run over keys in several slots"),
+        "{fcall}"
+    );
+    assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
+    assert_eq!(wire.call(&["SET", &keys[3], "v"]), b"+QUEUED\r\n");
+    assert_eq!(
+        wire.call(&["FCALL", "setget", "1", &keys[0], &keys[0]]),
+        b"+QUEUED\r\n"
+    );
+    let exec = String::from_utf8_lossy(&wire.call(&["EXEC"])).into_owned();
+    assert!(
+        exec.starts_with("-EXECABORT slotproxy: FCALL cannot be part of a transaction whose keys are in several slots"),
+        "{exec}"
+    );
+    assert_eq!(wire.call(&["EXISTS", &keys[0], &keys[3]]), b":0\r\n");
+    assert_eq!(wire.call(&["FUNCTION", "DELETE", "xs"]), b"+OK\r\n");
+}
+
+/// A watched transaction that writes on several masters (a job queue's "save the job, push
+/// its id, add it to a registry" under a WATCH): it commits everywhere when the watched keys
+/// are untouched, and runs nothing anywhere when one was touched, wherever it lives.
+#[test]
+fn watched_writes_on_several_masters_run_all_or_nothing_on_a_touch() {
+    let (cluster, _reference, proxy) = setup();
+    let keys = keys_across(&cluster, "ww");
+    let addr = proxy.addr.to_string();
+    for resp3 in [false, true] {
+        let mut wire = Wire::connect(&addr, resp3);
+        let mut other = Wire::connect(&addr, false);
+        let nil: &[u8] = if resp3 { b"_\r\n" } else { b"*-1\r\n" };
+        // Watches on one master, then on two; writes on all three masters.
+        for watched in [vec![&keys[0]], vec![&keys[0], &keys[1]]] {
+            let begin = |wire: &mut Wire, value: &str| {
+                for key in &watched {
+                    assert_eq!(wire.call(&["WATCH", key]), b"+OK\r\n");
+                }
+                assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
+                for key in &keys[..3] {
+                    assert_eq!(wire.call(&["RPUSH", key, value]), b"+QUEUED\r\n");
+                }
+                assert_eq!(wire.call(&["PING"]), b"+QUEUED\r\n");
+            };
+            begin(&mut wire, "a");
+            let committed = b"*4\r\n:1\r\n:1\r\n:1\r\n+PONG\r\n";
+            assert_eq!(wire.call(&["EXEC"]), committed, "watching {watched:?}");
+            for touched in &watched {
+                begin(&mut wire, "b");
+                other.call(&["SET", touched, "x"]);
+                assert_eq!(wire.call(&["EXEC"]), nil, "after a touch of {touched}");
+                for key in &keys[..3] {
+                    let left = wire.call(&["LRANGE", key, "0", "-1"]);
+                    assert!(
+                        left == b"*1\r\n$1\r\na\r\n" || left.starts_with(b"-WRONGTYPE"),
+                        "{key}: {}",
+                        String::from_utf8_lossy(&left)
+                    );
+                }
+                other.call(&["DEL", touched]);
+                other.call(&["RPUSH", touched, "a"]);
+            }
+            wire.call(&["FLUSHALL"]);
+        }
+        // Commands that are the sum of their keys run as a part per master.
+        for touch in [false, true] {
+            assert_eq!(wire.call(&["WATCH", &keys[0]]), b"+OK\r\n");
+            assert_eq!(wire.call(&["MULTI"]), b"+OK\r\n");
+            let mset = ["MSET", &keys[0], "1", &keys[1], "2", &keys[2], "3"];
+            assert_eq!(wire.call(&mset), b"+QUEUED\r\n");
+            let exists = ["EXISTS", &keys[0], &keys[1], &keys[2], &keys[1]];
+            assert_eq!(wire.call(&exists), b"+QUEUED\r\n");
+            let del = ["DEL", &keys[0], &keys[1], &keys[2], &keys[3]];
+            assert_eq!(wire.call(&del), b"+QUEUED\r\n");
+            if touch {
+                other.call(&["SET", &keys[0], "x"]);
+                assert_eq!(wire.call(&["EXEC"]), nil);
+                assert_eq!(wire.call(&["EXISTS", &keys[1], &keys[2]]), b":0\r\n");
+            } else {
+                assert_eq!(wire.call(&["EXEC"]), b"*3\r\n+OK\r\n:4\r\n:3\r\n");
+            }
+        }
+        wire.call(&["FLUSHALL"]);
+    }
 }
 
 /// The optimistic-locking pattern with keys on several masters: watch, read, write on one

@@ -86,7 +86,7 @@ impl CommandInfo {
         }
         match &info.policy {
             Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
-                "routed by key (with BLOCK: pinned, re-issued after a slot move)".into()
+                "routed by key (with BLOCK: pinned, re-issued after a slot move); streams of several slots: each read on its owner, joined".into()
             }
             Policy::Keyed if info.name == "publish" => {
                 "the node where the proxy's subscribers are (owner of slot 0)".into()
@@ -95,6 +95,16 @@ impl CommandInfo {
                 if info.specs.is_empty() && info.legacy.first == 0 && !info.movable_keys =>
             {
                 "any master (keyless)".into()
+            }
+            Policy::Keyed if matches!(info.name.as_str(), "fcall" | "fcall_ro") => {
+                "routed by key; keys in several slots: -CROSSSLOT (a function cannot be wrapped)"
+                    .into()
+            }
+            Policy::Keyed if info.name.starts_with("eval") => {
+                "routed by key; keys in several slots of one master: atomically there, on several masters: refused".into()
+            }
+            Policy::Keyed if info.multi_key() => {
+                "routed by key; keys in several slots: as one Redis (atomic on one master, per master across masters)".into()
             }
             Policy::Keyed => "routed by key".into(),
             Policy::Split(join) => format!("split by slot, joined ({join:?})"),
@@ -122,18 +132,27 @@ impl CommandInfo {
             ),
             Policy::Refused(Refusal::NotYetSupported) => "not supported yet".into(),
             Policy::Transaction(TxnCommand::Multi | TxnCommand::Exec) => {
-                "transaction: queued by the proxy, run as one block on the keys' node".into()
+                "transaction: queued by the proxy, run as one block on the keys' node; keys in several slots: one script per master".into()
             }
-            Policy::Transaction(_) => "transaction: pinned connection for WATCH".into(),
+            Policy::Transaction(_) => "transaction: pinned connection for WATCH (one per master)".into(),
+            Policy::Blocking(_) if info.multi_key() => {
+                "pinned connection, re-issued with the remaining timeout after a slot move; keys in several slots: polled".into()
+            }
             Policy::Blocking(_) => {
                 "pinned connection, re-issued with the remaining timeout after a slot move".into()
             }
             Policy::Wait => "node of the client's last write (polled)".into(),
             Policy::PubSub(PubSubCommand::SSubscribe | PubSubCommand::SUnsubscribe) => {
-                "subscribed on the slot's owner, again after a slot move".into()
+                "subscribed on the slot's owner (channels of several slots: each on its own), again after a slot move".into()
             }
             Policy::PubSub(_) => "subscribed on one node (the cluster bus carries all)".into(),
         }
+    }
+
+    /// The command may name keys of several slots (more than one key spec, a key range, or
+    /// keys found from its arguments), so it may need the cross-slot path.
+    pub fn multi_key(&self) -> bool {
+        self.specs.len() > 1 || self.movable_keys || self.legacy.last != self.legacy.first
     }
 
     /// Blocking variants of otherwise plain commands (`XREAD … BLOCK ms`).

@@ -18,20 +18,14 @@
 //!   slot moved away, moving its keys touched them, so EXEC answers nil, like Redis after a
 //!   touched watched key. The client's retry loop then runs on the new owner.
 //!
-//! WATCHed keys on several masters ([`super::watch`]): each master's watches live on a
-//! connection of the client's to it. When the transaction writes on one master only (the
-//! usual optimistic-locking pattern: watch, read, write), EXEC first checks every other
-//! master's watches with an empty `MULTI`/`EXEC` there, then commits on the writing master,
-//! whose own watches are checked by Redis atomically with the commit. A write to a watched
-//! key elsewhere in the one round trip between that check and the commit is not seen: the
-//! transaction then counts as having run just before that write (serializable, though not in
-//! real time). A transaction that writes on several masters with WATCH cannot commit
-//! all-or-nothing: EXEC refuses it whole, and nothing runs.
+//! WATCHed keys on several masters, or a watched transaction whose commands are on other
+//! masters: [`super::crossslot::watched`] commits on one master, whose watches Redis checks
+//! atomically with the commit, after checking the others' watches.
 
 use super::action::Action;
 use super::crossslot::run::Engine;
 use super::crossslot::txn::{self as cross_txn, EXECABORT};
-use super::watch::{exec_watched, untouched, unwatch, watch_on_pinned, Watcher};
+use super::watch::{exec_watched, unwatch_all, watch_on_pinned, Watcher};
 use crate::cluster::router::{Retry, Router, Target};
 use crate::cluster::{key_slot, SlotMap};
 use crate::protocol::command::{CommandInfo, Local, Policy};
@@ -39,10 +33,13 @@ use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::{reply, scan};
 use crate::upstream::Lane;
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{join_all, FutureExt};
+use futures_util::future::FutureExt;
 use std::sync::Arc;
 
 const MULTI: &[u8] = b"*1\r\n$5\r\nMULTI\r\n";
+/// EXEC of a transaction across slots with `FCALL` in it: its commands run inside the proxy's
+/// script, and no script may call `FCALL`.
+const FCALL_IN_CROSS_SLOT_EXEC: &str = "EXECABORT slotproxy: FCALL cannot be part of a transaction whose keys are in several slots (the transaction runs as a script, and no script may call FCALL); nothing was run";
 const EXEC: &[u8] = b"*1\r\n$4\r\nEXEC\r\n";
 
 /// One `WATCH` to send: its slot, the command, and whether it is its watcher's first.
@@ -330,90 +327,37 @@ impl TxnState {
     }
 }
 
-async fn unwatch_all(router: &Router, watchers: &[Watcher]) {
-    for watcher in watchers {
-        let mut pinned = watcher.pinned.lock().await;
-        unwatch(router, &mut pinned, &watcher.health).await;
-    }
-}
-
 /// EXEC of a transaction whose keys (queued or watched) are in several slots (see
-/// [`super::crossslot::txn`] and the module doc).
+/// [`super::crossslot::txn`] and [`super::crossslot::watched`]).
 fn exec_across_slots(
     engine: &Engine,
     lane: Lane,
     queued: Queued,
     watchers: Vec<Watcher>,
 ) -> Action {
+    if queued
+        .commands
+        .iter()
+        .any(|c| matches!(c.name.as_str(), "fcall" | "fcall_ro"))
+    {
+        let router = engine.router.clone();
+        return Action::Exclusive(
+            async move {
+                unwatch_all(&router, &watchers).await;
+                reply::error(FCALL_IN_CROSS_SLOT_EXEC)
+            }
+            .boxed(),
+        );
+    }
     let ops = queued
         .commands
         .into_iter()
         .map(|c| cross_txn::op_of(&c.name, c.args, c.positions))
         .collect();
-    if watchers.is_empty() {
-        return cross_txn::exec(engine, lane, ops);
+    match watchers.is_empty() {
+        true => cross_txn::exec(engine, lane, ops),
+        false => super::crossslot::watched::exec(engine, lane, ops, watchers),
     }
-    let plan = super::crossslot::plan::Plan::new(ops);
-    let router = &engine.router;
-    let mut writers: Vec<String> = plan
-        .keys
-        .iter()
-        .filter_map(|k| router.owner_addr(Some(k.slot)))
-        .collect();
-    writers.sort();
-    writers.dedup();
-    let engine = engine.clone();
-    if writers.len() > 1 {
-        engine.metrics.count_cross_slot("refused");
-        let error = reply::error(&format!(
-            "EXECABORT slotproxy: this transaction WATCHes keys and writes on more than one master ({}); a commit there cannot be all-or-nothing, so nothing was run",
-            writers.join(", ")
-        ));
-        return Action::Exclusive(
-            async move {
-                unwatch_all(&engine.router, &watchers).await;
-                error
-            }
-            .boxed(),
-        );
-    }
-    let writer = writers
-        .into_iter()
-        .next()
-        .or_else(|| watchers.first().map(|w| w.node.clone()))
-        .unwrap_or_default();
-    Action::Exclusive(
-        async move {
-            let (here, elsewhere): (Vec<Watcher>, Vec<Watcher>) =
-                watchers.into_iter().partition(|w| w.node == writer);
-            let router = &engine.router;
-            if plan.ops.is_empty() {
-                let checks = join_all(elsewhere.iter().chain(&here).map(|w| untouched(router, w)));
-                return match checks.await.iter().all(|ok| *ok) {
-                    true => Bytes::from_static(b"*0\r\n"),
-                    false => reply::null_array_for(lane.resp3),
-                };
-            }
-            let checks = join_all(elsewhere.iter().map(|w| untouched(router, w))).await;
-            if checks.iter().any(|ok| !ok) {
-                unwatch_all(router, &here).await;
-                return reply::null_array_for(lane.resp3);
-            }
-            let Some(watcher) = here.into_iter().next() else {
-                return engine.execute(lane, &plan, false).await;
-            };
-            let mut pinned = watcher.pinned.lock().await;
-            let Some(addr) = pinned.addr().map(str::to_string) else {
-                return reply::null_array_for(lane.resp3);
-            };
-            if !watcher.take_health(&pinned) {
-                unwatch(router, &mut pinned, &watcher.health).await;
-                return reply::null_array_for(lane.resp3);
-            }
-            cross_txn::exec_watched(&engine, &mut pinned, &addr, lane.resp3, &plan).await
-        }
-        .boxed(),
-    )
 }
 
 /// Where a command inside MULTI has its keys, or the error that fails the transaction.

@@ -199,3 +199,11 @@ pub async fn untouched(router: &Router, watcher: &Watcher) -> bool {
         .await;
     matches!(result, Ok(replies) if replies.last().is_some_and(|r| r.starts_with(b"*0")))
 }
+
+/// Ends every watch of a transaction (after EXEC decided not to run, or DISCARD/UNWATCH).
+pub async fn unwatch_all(router: &Router, watchers: &[Watcher]) {
+    for watcher in watchers {
+        let mut pinned = watcher.pinned.lock().await;
+        unwatch(router, &mut pinned, &watcher.health).await;
+    }
+}

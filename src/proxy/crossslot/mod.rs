@@ -28,6 +28,7 @@ pub mod scripts;
 pub mod streams;
 pub mod tags;
 pub mod txn;
+pub mod watched;
 
 use super::action::Action;
 use super::clients::ClientHandle;
@@ -41,6 +42,10 @@ use futures_util::FutureExt;
 use plan::{Op, Plan};
 use run::{placement, Engine, Placement};
 use std::sync::Arc;
+
+/// `FCALL` whose keys are in several slots. A node refuses it (even for a function flagged
+/// `allow-cross-slot-keys`), and no script may call `FCALL`, so the proxy cannot wrap it.
+pub const FCALL_ACROSS_SLOTS: &str = "CROSSSLOT Keys in request don't hash to the same slot (slotproxy: a function cannot run over keys in several slots: Redis Cluster refuses it and no script may call FCALL; use EVAL or keys of one slot)";
 
 /// A keyed command whose keys (at `positions`) are in several slots: stream reads are split
 /// per stream, blocking commands are tried until they get something, everything else runs
@@ -59,6 +64,10 @@ pub fn command(
         "eval" | "eval_ro" | "evalsha" | "evalsha_ro"
     ) {
         return eval::action(engine, &shared.scripts, lane, &info.name, &args, &positions);
+    }
+    if matches!(info.name.as_str(), "fcall" | "fcall_ro") {
+        engine.metrics.count_cross_slot("refused");
+        return Action::now(reply::error(FCALL_ACROSS_SLOTS));
     }
     if matches!(info.name.as_str(), "xread" | "xreadgroup") {
         return streams::action(engine, lane, handle, &args, &positions);

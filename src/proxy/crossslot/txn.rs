@@ -10,8 +10,7 @@
 //!   order; consecutive commands of single masters form a step in which each master runs its
 //!   own commands as one script (in parallel), and a command that itself spans masters is a
 //!   step of its own (the cross-node steps of [`super::run`]). Each master's part is atomic;
-//!   the replies are put together in the client's order. With `WATCH` there is no way to
-//!   make the commit all-or-nothing across masters, so EXEC is refused whole and nothing runs.
+//!   the replies are put together in the client's order. With `WATCH`: [`super::watched`].
 //!
 //! Blocking commands run as their non-blocking forms, as Redis runs them inside MULTI.
 
@@ -67,16 +66,27 @@ pub fn exec(engine: &Engine, lane: Lane, ops: Vec<Op>) -> Action {
             engine.metrics.count_cross_slot("refused");
             Action::now(reply::error(EXECABORT))
         }
-        Placement::Nodes => {
-            Action::Exclusive(async move { in_steps(&engine, lane, plan).await }.boxed())
-        }
+        Placement::Nodes => Action::Exclusive(
+            async move {
+                match replies_in_steps(&engine, lane, plan).await {
+                    Ok(replies) => array_of(replies),
+                    Err(error) => error,
+                }
+            }
+            .boxed(),
+        ),
     }
 }
 
-/// The transaction across masters, step by step (see the module doc).
-async fn in_steps(engine: &Engine, lane: Lane, plan: Plan) -> Bytes {
+/// The replies of a transaction across masters, run step by step (see the module doc), or
+/// the error that stopped it before anything ran.
+pub async fn replies_in_steps(
+    engine: &Engine,
+    lane: Lane,
+    plan: Plan,
+) -> Result<Vec<Bytes>, Bytes> {
     let Some(snapshot) = engine.router.topology.snapshot() else {
-        return reply::error("CLUSTERDOWN Hash slot not served");
+        return Err(reply::error("CLUSTERDOWN Hash slot not served"));
     };
     let map = &snapshot.map;
     let mut results: Vec<Bytes> = vec![Bytes::new(); plan.ops.len()];
@@ -125,6 +135,11 @@ async fn in_steps(engine: &Engine, lane: Lane, plan: Plan) -> Bytes {
             }
         }
     }
+    Ok(results)
+}
+
+/// EXEC's array of `results`.
+pub fn array_of(results: Vec<Bytes>) -> Bytes {
     let mut out = BytesMut::new();
     out.extend_from_slice(format!("*{}\r\n", results.len()).as_bytes());
     for result in results {
