@@ -353,6 +353,7 @@ pub fn parse_getkeys_reply(raw: &Bytes) -> Option<Vec<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::request::words as args;
 
     fn entry(
         name: &str,
@@ -397,12 +398,6 @@ mod tests {
             BytesFrame::Array(config),
         ]);
         CommandTable::from_command_reply(&crate::protocol::reply::encode(&reply)).unwrap()
-    }
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
-            .collect()
     }
 
     #[test]

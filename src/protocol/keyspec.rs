@@ -318,12 +318,7 @@ impl<'a> FieldMap<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::protocol::request::words as args;
 
     fn range(begin: usize, lastkey: i64, keystep: usize, limit: i64) -> KeySpec {
         KeySpec {

@@ -378,6 +378,14 @@ fn split_inline(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
     Ok(args)
 }
 
+/// The arguments of a command written as words split by spaces (`"SET k v"`), for tests.
+#[cfg(test)]
+pub fn words(s: &str) -> Vec<Bytes> {
+    s.split(' ')
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,12 +172,7 @@ pub(super) async fn send_grouped(
 mod tests {
     use super::*;
     use crate::protocol::request::encode_command;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
-            .collect()
-    }
+    use crate::protocol::request::words as args;
 
     #[test]
     fn splits_by_slot_keeping_order() {

@@ -209,15 +209,25 @@ async fn wait(engine: &Engine, lane: Lane, call: &NonBlocking) -> Bytes {
         .flatten()
         .map(|wait| Instant::now() + wait);
     let plan = Plan::new(vec![call.op()]);
+    poll_until(deadline, lane.resp3, || try_once(engine, lane, call, &plan)).await
+}
+
+/// Calls `attempt` until it answers something other than null or `deadline` passes (then
+/// the null array): again 5 ms after the first try, the pause doubling up to 100 ms.
+pub async fn poll_until<F, Fut>(deadline: Option<Instant>, resp3: bool, mut attempt: F) -> Bytes
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Bytes>,
+{
     let mut pause = Duration::from_millis(5);
     loop {
-        let reply = try_once(engine, lane, call, &plan).await;
+        let reply = attempt().await;
         if !reply::is_null(&reply) {
             return reply;
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
-            return reply::null_array_for(lane.resp3);
+            return reply::null_array_for(resp3);
         }
         let sleep = deadline.map_or(pause, |d| pause.min(d - now));
         tokio::time::sleep(sleep).await;
@@ -259,12 +269,7 @@ async fn try_once(engine: &Engine, lane: Lane, call: &NonBlocking, plan: &Plan) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
-            .collect()
-    }
+    use crate::protocol::request::words as args;
 
     fn text(op: &Op) -> String {
         let parts: Vec<String> = op

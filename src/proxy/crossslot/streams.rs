@@ -8,6 +8,7 @@
 //! Redis. With `BLOCK`, the reads are tried again (5 ms, then up to 100 ms apart) until one
 //! returns entries or the block time passes; `$` means the last entry when the call came.
 
+use super::blocking::poll_until;
 use super::run::Engine;
 use crate::cluster::key_slot;
 use crate::cluster::router::Target;
@@ -127,20 +128,8 @@ pub fn action(
 async fn block(engine: &Engine, lane: Lane, mut read: Read) -> Bytes {
     let deadline = read.block.flatten().map(|wait| Instant::now() + wait);
     resolve_last_ids(engine, lane, &mut read).await;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let reply = read_once(engine, lane, &read).await;
-        if !reply::is_null(&reply) {
-            return reply;
-        }
-        let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
-            return reply::null_array_for(lane.resp3);
-        }
-        let sleep = deadline.map_or(pause, |d| pause.min(d - now));
-        tokio::time::sleep(sleep).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
+    let read = &read;
+    poll_until(deadline, lane.resp3, || read_once(engine, lane, read)).await
 }
 
 /// `$` becomes each stream's last ID now (`0-0` for a stream that does not exist yet), so
@@ -253,12 +242,7 @@ async fn missing_group(engine: &Engine, lane: Lane, read: &Read, group: &Bytes) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
-            .collect()
-    }
+    use crate::protocol::request::words as args;
 
     #[test]
     fn a_read_is_taken_apart_per_stream() {

@@ -211,12 +211,7 @@ pub async fn exec_watched(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
-            .collect()
-    }
+    use crate::protocol::request::words as args;
 
     #[test]
     fn queued_commands_lose_their_blocking() {
