@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Compares slotproxy's own rebalance with `redis-cli --cluster rebalance --cluster-use-empty-masters`
-# on identical data. For each tool: a fresh cluster (3 masters + 1 empty master) on loopback,
-# a slotproxy in front of it, the same dataset loaded through the proxy (strings, hashes and
-# keys with TTLs), client traffic through the proxy (repeated redis-benchmark runs) before and
-# during the rebalance, then checks: every loaded key present, no open slot, client errors.
-# Prints one table. Bounded: stops by itself; everything it starts is stopped on exit.
-# Usage: deploy/local/rebalance-compare.sh [keys]   (default 100000)
+# Compares slotproxy's own slot moves with redis-cli's on identical data, in one run.
+# MODE=rebalance (default): 3 masters + 1 empty one, slotproxy's `POST /rebalance
+# {"use_empty_masters":true}` against `redis-cli --cluster rebalance --cluster-use-empty-masters`.
+# MODE=drain: 4 masters, the fourth drained (`POST /nodes/{id}/drain` against
+# `redis-cli --cluster rebalance --cluster-weight <id>=0`).
+# For each tool: a fresh cluster on loopback, a slotproxy in front of it, the same dataset loaded
+# through the proxy (strings, hashes and keys with TTLs), client traffic through the proxy
+# (repeated redis-benchmark runs) before and during the move, then checks: every loaded key
+# present, no open slot, client errors. Prints one table and the ratios against issue 19's goals
+# (slotproxy's wall time <= 1/3 of redis-cli's; the clients' p99 during <= 2x before).
+# Bounded: stops by itself; everything it starts is stopped on exit.
+# Usage: [MODE=rebalance|drain] deploy/local/rebalance-compare.sh [keys]   (default 100000)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KEYS=${1:-100000}
+MODE=${MODE:-rebalance}
+case "$MODE" in rebalance | drain) ;; *) echo "rebalance-compare: MODE must be rebalance or drain" >&2; exit 2 ;; esac
 WORK=$(mktemp -d /tmp/slotproxy-compare.XXXXXX)
 PIDS=()
 
@@ -33,7 +40,8 @@ BIN="$ROOT/target/release/slotproxy"
 
 cli() { redis-cli -h 127.0.0.1 -p "$@"; }
 
-# start_cluster BASE: masters on BASE..BASE+2 with all slots, an empty master on BASE+3.
+# start_cluster BASE: masters on BASE..BASE+2 with all slots, an empty master on BASE+3
+# (MODE=drain: the four masters share the slots).
 start_cluster() {
   local base=$1 port
   for port in $base $((base + 1)) $((base + 2)) $((base + 3)); do
@@ -46,9 +54,16 @@ start_cluster() {
   for port in $base $((base + 1)) $((base + 2)) $((base + 3)); do
     for _ in $(seq 50); do [ "$(cli "$port" ping 2>/dev/null)" = PONG ] && break; sleep 0.1; done
   done
-  cli "$base" cluster addslotsrange 0 5460 >/dev/null
-  cli $((base + 1)) cluster addslotsrange 5461 10922 >/dev/null
-  cli $((base + 2)) cluster addslotsrange 10923 16383 >/dev/null
+  if [ "$MODE" = drain ]; then
+    cli "$base" cluster addslotsrange 0 4095 >/dev/null
+    cli $((base + 1)) cluster addslotsrange 4096 8191 >/dev/null
+    cli $((base + 2)) cluster addslotsrange 8192 12287 >/dev/null
+    cli $((base + 3)) cluster addslotsrange 12288 16383 >/dev/null
+  else
+    cli "$base" cluster addslotsrange 0 5460 >/dev/null
+    cli $((base + 1)) cluster addslotsrange 5461 10922 >/dev/null
+    cli $((base + 2)) cluster addslotsrange 10923 16383 >/dev/null
+  fi
   for port in $((base + 1)) $((base + 2)) $((base + 3)); do cli "$base" cluster meet 127.0.0.1 "$port" >/dev/null; done
   for _ in $(seq 150); do
     if redis-cli --cluster check "127.0.0.1:$base" 2>/dev/null | grep -q "All 16384 slots covered" \
@@ -133,12 +148,14 @@ run() {
   wait "$tpid"
   traffic "$port" "$during" "$WORK/$tool-stop-during" &
   tpid=$!
-  local start end moved
+  local start end moved last_id last_keys
+  last_id=$(cli $((base + 3)) cluster myid)
+  last_keys=$(cli $((base + 3)) dbsize)
   start=$(date +%s.%N)
   if [ "$tool" = slotproxy ]; then
-    local id state
-    id=$(curl -fs -XPOST "127.0.0.1:$admin/rebalance" -d '{"use_empty_masters":true}' \
-      | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -1)
+    local id state request=(-XPOST "127.0.0.1:$admin/rebalance" -d '{"use_empty_masters":true}')
+    [ "$MODE" = drain ] && request=(-XPOST "127.0.0.1:$admin/nodes/127.0.0.1:$((base + 3))/drain")
+    id=$(curl -fs "${request[@]}" | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -1)
     [ -n "$id" ] || die "POST /rebalance gave no job id"
     for _ in $(seq 3000); do
       state=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' | head -1)
@@ -149,10 +166,13 @@ run() {
     end=$(date +%s.%N)
     moved=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"keys_moved": *\([0-9]*\).*/\1/p' | head -1)
   else
-    timeout 1800 redis-cli --cluster rebalance "127.0.0.1:$base" --cluster-use-empty-masters \
+    local how=(--cluster-use-empty-masters)
+    [ "$MODE" = drain ] && how=(--cluster-weight "$last_id=0")
+    timeout 1800 redis-cli --cluster rebalance "127.0.0.1:$base" "${how[@]}" \
       >"$WORK/redis-cli.log" 2>&1 || die "redis-cli --cluster rebalance failed (see $WORK/redis-cli.log)"
     end=$(date +%s.%N)
     moved=$(cli $((base + 3)) dbsize)
+    [ "$MODE" = drain ] && moved=$((last_keys - moved))
   fi
   touch "$WORK/$tool-stop-during"
   wait "$tpid"
@@ -162,14 +182,28 @@ run() {
   counts=$(for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do
     cli "$p" cluster nodes | grep myself | awk '{ n = 0; for (i = 9; i <= NF; i++) { if ($i ~ /^\[/) continue; split($i, r, "-"); n += (r[2] == "" ? 1 : r[2] - r[1] + 1) } printf "%d ", n }'
   done)
-  wall=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')
-  awk -v t="$tool" -v w="$wall" -v m="$moved" -v e="$(errors_in "$during")" -v pb="$(median_p99 "$before")" \
-    -v pd="$(median_p99 "$during")" -v o="$open" -v x="$missing" -v c="$counts" \
-    'BEGIN { printf "%-10s %8s %10s %9.0f %8s %11s %11s %6s %8s  %s\n", t, w, m, (w > 0 ? m / w : 0), e, pb, pd, o, x, c }'
+  wall=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
+  local pb pd errors
+  pb=$(median_p99 "$before")
+  pd=$(median_p99 "$during")
+  errors=$(errors_in "$during")
+  echo "$wall $pb $pd $errors $missing" >"$WORK/$tool.result"
+  awk -v t="$tool" -v w="$wall" -v m="$moved" -v e="$errors" -v pb="$pb" -v pd="$pd" -v o="$open" \
+    -v x="$missing" -v c="$counts" \
+    'BEGIN { printf "%-10s %8s %10s %9.0f %9.0f %8s %11s %11s %6s %8s  %s\n", t, w, m, (w > 0 ? m / w : 0), (w > 0 ? 4096 / w : 0), e, pb, pd, o, x, c }'
 }
 
-printf '%-10s %8s %10s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys moved" "keys/s" \
-  "errors" "p99 before" "p99 during" "open" "missing" "slots per master"
+echo "$MODE of $KEYS keys, 4096 slots moved, on $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1))"
+printf '%-10s %8s %10s %9s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys moved" "keys/s" \
+  "slots/s" "errors" "p99 before" "p99 during" "open" "missing" "slots per master"
 run slotproxy 7210 6391 9191
 run redis-cli 7220 6392 9192
-echo "(p99 in ms: median over 20,000-request redis-benchmark runs through the proxy, -c 10, SET+GET; $KEYS keys loaded)"
+echo "(p99 in ms: median over 20,000-request redis-benchmark runs through the proxy, -c 10, SET+GET)"
+read -r sp_wall sp_pb sp_pd sp_err sp_missing <"$WORK/slotproxy.result"
+read -r rc_wall _ <"$WORK/redis-cli.result"
+awk -v sw="$sp_wall" -v rw="$rc_wall" -v pb="$sp_pb" -v pd="$sp_pd" -v e="$sp_err" -v x="$sp_missing" 'BEGIN {
+  r = (rw > 0 ? sw / rw : 0); p = (pb > 0 ? pd / pb : 0)
+  printf "goal: slotproxy wall / redis-cli wall = %.2f (<= 0.33: %s)\n", r, (r <= 0.33 ? "met" : "not met")
+  printf "goal: slotproxy clients p99 during / before = %.2f (<= 2.0: %s)\n", p, (p <= 2.0 ? "met" : "not met")
+  printf "goal: client errors %d, keys missing %d (0 and 0: %s)\n", e, x, (e == 0 && x == 0 ? "met" : "not met")
+}'
