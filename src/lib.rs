@@ -246,6 +246,7 @@ fn start_migrations(
         settings,
         topology,
         batch_keys: m.batch_keys,
+        batch_slots: m.batch_slots,
         migrate_timeout: Duration::from_millis(m.migrate_timeout_ms),
         call_timeout: config.cluster.request_timeout().max(Duration::from_secs(1)),
         throttle: Arc::new(migration::throttle::Throttle::new(m.max_keys_per_second)),

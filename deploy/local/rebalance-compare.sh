@@ -112,11 +112,11 @@ dataset() {
   }'
 }
 
-# traffic PORT OUT STOPFILE: redis-benchmark runs of 20000 requests until STOPFILE appears.
+# traffic PORT OUT STOPFILE: redis-benchmark runs of 5000 requests until STOPFILE appears.
 traffic() {
   local port=$1 out=$2 stop=$3
   while [ ! -e "$stop" ]; do
-    redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -r 100000 -c 10 -d 64 -n 20000 2>&1 | tr '\r' '\n' >>"$out" || true
+    redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -r 100000 -c 10 -d 64 -n 5000 2>&1 | tr '\r' '\n' >>"$out" || true
   done
 }
 
@@ -198,7 +198,7 @@ printf '%-10s %8s %10s %9s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys 
   "slots/s" "errors" "p99 before" "p99 during" "open" "missing" "slots per master"
 run slotproxy 7210 6391 9191
 run redis-cli 7220 6392 9192
-echo "(p99 in ms: median over 20,000-request redis-benchmark runs through the proxy, -c 10, SET+GET)"
+echo "(p99 in ms: median over 5,000-request redis-benchmark runs through the proxy, -c 10, SET+GET)"
 read -r sp_wall sp_pb sp_pd sp_err sp_missing <"$WORK/slotproxy.result"
 read -r rc_wall _ <"$WORK/redis-cli.result"
 awk -v sw="$sp_wall" -v rw="$rc_wall" -v pb="$sp_pb" -v pd="$sp_pd" -v e="$sp_err" -v x="$sp_missing" 'BEGIN {

@@ -83,10 +83,17 @@ impl SlotMap {
 
     /// A copy in which `slot` belongs to the node at `addr` (added if unknown).
     pub fn with_owner(&self, slot: u16, addr: &str) -> SlotMap {
+        self.with_owners(&[slot], addr)
+    }
+
+    /// A copy with every slot of `slots` owned by `addr` (one copy for a batch of slots).
+    pub fn with_owners(&self, slots: &[u16], addr: &str) -> SlotMap {
         let mut map = self.clone();
         let index = map.node_index(addr, "");
-        if let Some(owner) = map.owners.get_mut(slot as usize) {
-            *owner = index;
+        for &slot in slots {
+            if let Some(owner) = map.owners.get_mut(slot as usize) {
+                *owner = index;
+            }
         }
         map
     }

@@ -335,22 +335,29 @@ impl Topology {
     /// Makes `addr` the owner of `slot` in the current map at once (the migration engine
     /// calls this right after it hands a slot over).
     pub fn set_owner(&self, slot: u16, addr: &str) {
+        self.set_owners(&[slot], addr)
+    }
+
+    /// Points every slot of `slots` at `addr` in one new snapshot (a batch of slots handed
+    /// over together costs one map install, not one per slot).
+    pub fn set_owners(&self, slots: &[u16], addr: &str) {
         let addr = normalize_addr(addr);
-        // Read, patch and store under the install lock, so concurrent patches never drop
-        // each other.
         let _guard = self.install_lock.lock();
         let Some(current) = self.snapshot() else {
             return;
         };
-        let owner = current
-            .map
-            .owner(slot)
-            .map(|i| current.map.nodes[i].addr.as_str());
-        if owner == Some(addr.as_str()) {
+        let changed = slots.iter().any(|&slot| {
+            current
+                .map
+                .owner(slot)
+                .map(|i| current.map.nodes[i].addr.as_str())
+                != Some(addr.as_str())
+        });
+        if !changed {
             return;
         }
+        let map = current.map.with_owners(slots, &addr);
         self.patches.fetch_add(1, Ordering::Relaxed);
-        let map = current.map.with_owner(slot, &addr);
         self.install_locked(
             map,
             current.commands.clone(),

@@ -311,6 +311,9 @@ impl Config {
         if m.parallel_slots == 0 || m.parallel_slots > 64 {
             return Err(("migration.parallel_slots", "must be 1..=64".into()));
         }
+        if m.batch_slots == 0 || m.batch_slots > 1024 {
+            return Err(("migration.batch_slots", "must be 1..=1024".into()));
+        }
         if m.lease_ttl_ms < 1000 {
             return Err(("migration.lease_ttl_ms", "must be at least 1000".into()));
         }

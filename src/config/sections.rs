@@ -219,8 +219,12 @@ pub struct MigrationSection {
     pub data_dir: PathBuf,
     /// Keys per `MIGRATE … KEYS` batch.
     pub batch_keys: usize,
-    /// Slots moved at the same time (from different sources where possible).
+    /// Workers moving slots at the same time (from different sources where possible),
+    /// each one slot or one batch at a time.
     pub parallel_slots: usize,
+    /// Slots of one source and target moved together, each step pipelined for all of them
+    /// in one write per node; 1 moves slot by slot.
+    pub batch_slots: usize,
     /// Cap on keys migrated per second over all running jobs; 0: no cap.
     pub max_keys_per_second: u64,
     /// Timeout passed to `MIGRATE` (milliseconds of I/O inactivity between the two nodes).
@@ -246,6 +250,7 @@ impl Default for MigrationSection {
             data_dir: PathBuf::from("./data"),
             batch_keys: 100,
             parallel_slots: 4,
+            batch_slots: 64,
             max_keys_per_second: 0,
             migrate_timeout_ms: 5000,
             lease_ttl_ms: 15_000,

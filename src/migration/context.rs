@@ -25,6 +25,9 @@ pub struct MoveContext {
     pub topology: Arc<Topology>,
     /// Keys per `MIGRATE`.
     pub batch_keys: usize,
+    /// Slots of one source and target moved together, each step pipelined for all of them
+    /// (`migration.batch_slots`; 1: slot by slot).
+    pub batch_slots: usize,
     /// `MIGRATE`'s own timeout.
     pub migrate_timeout: Duration,
     /// Timeout for the other control calls.
@@ -85,6 +88,37 @@ impl MoveContext {
             Some(text) => Err(text),
             None => Ok(reply),
         })
+    }
+
+    /// Sends `commands` to `addr` in one write and returns each one's reply in order (error
+    /// replies as `Err(text)`): many slots' steps for the price of one round trip. A
+    /// connection failure is `MoveError::Retry` for the whole pipeline.
+    pub async fn pipeline<A: AsRef<[u8]>>(
+        &self,
+        conns: &mut Conns,
+        addr: &str,
+        commands: &[Vec<A>],
+        timeout: Duration,
+    ) -> Result<Vec<Result<Bytes, String>>, MoveError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut payload = Vec::new();
+        for command in commands {
+            payload.extend_from_slice(&crate::protocol::request::encode_command(command));
+        }
+        let replies = conns
+            .get(addr)
+            .call_raw(&payload, commands.len(), timeout)
+            .await
+            .map_err(|e| MoveError::Retry(e.to_string()))?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| match error_text(&reply) {
+                Some(text) => Err(text),
+                None => Ok(reply),
+            })
+            .collect())
     }
 
     /// Like [`MoveContext::call`], with error replies classified as a [`MoveError`].

@@ -2,7 +2,8 @@
 //!
 //! From the bottom up: [`types`] (the shared words: endpoints, move errors and events, key
 //! costs), [`context`] (settings and the control calls on a node), [`bigkeys`] and [`roles`]
-//! (sizing keys, noticing failovers), [`executor`] (the per-slot protocol), [`repair`]
+//! (sizing keys, noticing failovers), [`executor`] (the per-slot protocol), [`batch`] (the
+//! same protocol pipelined over many slots), [`repair`]
 //! (closing open slots), [`runner`] (a job's workers), [`service`] (what the admin API asks),
 //! [`recovery`] (start-up repair and `POST /cluster/fix`) and [`membership`] (nodes joining
 //! and leaving). Beside them: the [`planner`], [`job`]s with their [`journal`] and
@@ -11,6 +12,7 @@
 //! The wing touches the data path only through the slot map (`cluster::Topology`) and the
 //! router (`cluster::router`), never through `proxy/`.
 
+pub mod batch;
 pub mod bigkeys;
 pub mod context;
 pub mod error;

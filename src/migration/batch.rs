@@ -1,0 +1,453 @@
+//! Moving many slots of one source and one target together: every step of the one-slot
+//! protocol ([`super::executor`]) goes out for all slots of the batch in one pipelined write
+//! per node, so a batch of 64 slots costs about a dozen round trips instead of some 700, and
+//! the nodes rewrite `nodes.conf` once per pipelined step instead of once per slot.
+//!
+//! The safety rules hold for every slot: `IMPORTING` on the target for all of them before
+//! `MIGRATING` on the source; the empty-source gate (`COUNTKEYSINSLOT == 0`) before `NODE`;
+//! `NODE` on the target, then the source, then the other masters. The runner journals every
+//! slot of a batch as in flight before [`move_batch`] opens one, so a crash anywhere leaves a
+//! journal naming each slot that may be open, and each is finished by the one-slot path,
+//! whose every step may be repeated.
+//!
+//! Slots that need care go the one-slot way: a slot holding a key over
+//! `migration.big_key_bytes` is left out before anything is opened ([`Plan::single`]); a slot
+//! whose keys did not all go in the pipelined `MIGRATE` (more than `batch_keys` keys,
+//! `BUSYKEY`, `IOERR`, keys written since they were listed) is drained by
+//! [`executor::drain_slot`] inside the batch. Empty slots get no `MIGRATE` at all.
+
+use super::bigkeys;
+use super::context::{Conns, MoveContext};
+use super::executor;
+use super::roles::{ensure_master, explain};
+use super::types::{classify, Endpoint, MoveError, MoveEvent};
+use crate::failpoint::freeze_at;
+use crate::protocol::scan;
+use bytes::Bytes;
+
+/// A batch holds at most this many `batch_keys` worth of keys: slots stay open (clients
+/// meet `ASK`) from the batch's `MIGRATING` to its `NODE`, so the batch's work stays short.
+const KEY_BUDGET_IN_MIGRATE_BATCHES: usize = 10;
+
+/// A slot of a batch, with what was seen of it before it was opened.
+#[derive(Debug)]
+pub struct Planned {
+    /// The slot.
+    pub slot: u16,
+    /// Its keys as listed before opening (at most `batch_keys`), all small.
+    pub keys: Vec<Bytes>,
+    /// `MEMORY USAGE` of those keys together.
+    pub bytes: u64,
+}
+
+/// What [`plan`] made of the slots offered for a batch.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Slots to move together.
+    pub slots: Vec<Planned>,
+    /// Slots with a big key: each goes by the one-slot path, which sizes and paces it.
+    pub single: Vec<u16>,
+    /// Slots over the batch's key budget: back to the queue for a later batch.
+    pub deferred: Vec<u16>,
+}
+
+/// The reply of each slot's move in a batch: keys moved, or why the slot is not done.
+pub type SlotResults = Vec<(u16, Result<u64, MoveError>)>;
+
+fn setslot(slot: u16, state: &str, node: &str) -> Vec<Vec<u8>> {
+    ["CLUSTER", "SETSLOT", slot.to_string().as_str(), state, node]
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect()
+}
+
+fn cluster_slot(sub: &str, slot: u16, extra: Option<usize>) -> Vec<Vec<u8>> {
+    let mut args = vec![
+        b"CLUSTER".to_vec(),
+        sub.as_bytes().to_vec(),
+        slot.to_string().into_bytes(),
+    ];
+    if let Some(n) = extra {
+        args.push(n.to_string().into_bytes());
+    }
+    args
+}
+
+/// The error of one slot's step, classified (named as `CLUSTER <what> <slot>`).
+fn step_error(text: &str, addr: &str, what: &str, slot: u16) -> MoveError {
+    let label = format!("{what} {slot}");
+    classify(text, addr, &[b"CLUSTER", label.as_bytes()])
+}
+
+/// Before anything is opened: both ends still masters, and for every slot its key count, its
+/// first keys and their sizes, in three pipelined round trips.
+pub async fn plan(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    from: &Endpoint,
+    to: &Endpoint,
+    slots: &[u16],
+) -> Result<Plan, MoveError> {
+    ensure_master(ctx, conns, from).await?;
+    ensure_master(ctx, conns, to).await?;
+    let commands: Vec<Vec<Vec<u8>>> = slots
+        .iter()
+        .flat_map(|&s| {
+            [
+                cluster_slot("COUNTKEYSINSLOT", s, None),
+                cluster_slot("GETKEYSINSLOT", s, Some(ctx.batch_keys)),
+            ]
+        })
+        .collect();
+    let replies = ctx
+        .pipeline(conns, &from.addr, &commands, ctx.call_timeout)
+        .await?;
+    let mut budget = ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES;
+    let mut out = Plan::default();
+    let mut counts = Vec::new();
+    for (i, &slot) in slots.iter().enumerate() {
+        let (count, keys) = (&replies[2 * i], &replies[2 * i + 1]);
+        let count = match count {
+            Ok(raw) => scan::integer(raw)
+                .ok_or_else(|| {
+                    MoveError::Retry(format!("{}: odd COUNTKEYSINSLOT reply", from.addr))
+                })?
+                .max(0) as usize,
+            Err(text) => return Err(step_error(text, &from.addr, "COUNTKEYSINSLOT", slot)),
+        };
+        let keys = match keys {
+            Ok(raw) => scan::array_elements(raw)
+                .ok_or_else(|| MoveError::Retry(format!("{}: odd GETKEYSINSLOT reply", from.addr)))?
+                .iter()
+                .filter_map(|e| scan::string(e).map(Bytes::copy_from_slice))
+                .collect(),
+            Err(text) => return Err(step_error(text, &from.addr, "GETKEYSINSLOT", slot)),
+        };
+        if !out.slots.is_empty() && count > budget {
+            out.deferred.push(slot);
+            continue;
+        }
+        budget = budget.saturating_sub(count);
+        counts.push(count);
+        out.slots.push(Planned {
+            slot,
+            keys,
+            bytes: 0,
+        });
+    }
+    let all: Vec<Bytes> = out.slots.iter().flat_map(|p| p.keys.clone()).collect();
+    let sizes = bigkeys::sizes(ctx, conns, &from.addr, &all).await?;
+    let mut offset = 0;
+    let mut kept = Vec::with_capacity(out.slots.len());
+    for (mut planned, count) in out.slots.into_iter().zip(counts) {
+        let these = &sizes[offset..offset + planned.keys.len()];
+        offset += planned.keys.len();
+        let mut big = these.iter().any(|&b| b > ctx.big_key_bytes);
+        if !big && count > planned.keys.len() {
+            // More keys than were listed: look at all of them, as the one-slot path does.
+            match bigkeys::preflight_big_keys(ctx, conns, &from.addr, planned.slot).await {
+                Ok(()) => {}
+                Err(MoveError::TooBig { .. }) => big = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if big {
+            out.single.push(planned.slot);
+        } else {
+            planned.bytes = these.iter().sum();
+            kept.push(planned);
+        }
+    }
+    out.slots = kept;
+    Ok(out)
+}
+
+/// Runs the protocol for every slot of `batch` at once. A step that fails for the batch as
+/// a whole (a connection, a failover, `SETSLOT` refused) is `Err`, turned into
+/// [`MoveError::Changed`] when one end is no longer the master it was; the runner then
+/// hands each slot to the one-slot path or repairs it. Otherwise each slot has its own
+/// result: a slot that failed is still open.
+pub async fn move_batch(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    batch: &[Planned],
+    (from, to): (&Endpoint, &Endpoint),
+    others: &[Endpoint],
+    on_event: &mut (dyn FnMut(MoveEvent) + Send),
+) -> Result<SlotResults, MoveError> {
+    match steps(ctx, conns, batch, (from, to), others, on_event).await {
+        Ok(results) => Ok(results),
+        Err(e) => Err(explain(ctx, conns, e, from, to).await),
+    }
+}
+
+/// Where one slot of a batch is.
+#[derive(Debug)]
+struct Progress {
+    /// Already owned by the target (an earlier run got as far as `NODE` there).
+    owned: bool,
+    /// Must be drained (and re-sent with `REPLACE`) by the one-slot drain.
+    replace: bool,
+    keys: u64,
+    failed: Option<MoveError>,
+}
+
+async fn steps(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    batch: &[Planned],
+    (from, to): (&Endpoint, &Endpoint),
+    others: &[Endpoint],
+    on_event: &mut (dyn FnMut(MoveEvent) + Send),
+) -> Result<SlotResults, MoveError> {
+    let mut state: Vec<Progress> = batch
+        .iter()
+        .map(|_| Progress {
+            owned: false,
+            replace: false,
+            keys: 0,
+            failed: None,
+        })
+        .collect();
+    tracing::debug!(
+        slots = batch.len(),
+        "step 1: SETSLOT IMPORTING on the target"
+    );
+    let importing: Vec<_> = batch
+        .iter()
+        .map(|p| setslot(p.slot, "IMPORTING", &from.id))
+        .collect();
+    let replies = ctx
+        .pipeline(conns, &to.addr, &importing, ctx.call_timeout)
+        .await?;
+    for ((planned, reply), st) in batch.iter().zip(&replies).zip(&mut state) {
+        match reply {
+            Ok(_) => {}
+            Err(text) if text.contains("already the owner") => st.owned = true,
+            Err(text) => {
+                return Err(step_error(
+                    text,
+                    &to.addr,
+                    "SETSLOT IMPORTING",
+                    planned.slot,
+                ))
+            }
+        }
+    }
+    freeze_at("migration::after_importing").await;
+    tracing::debug!("step 2: SETSLOT MIGRATING on the source");
+    let open: Vec<usize> = (0..batch.len()).filter(|&i| !state[i].owned).collect();
+    let migrating: Vec<_> = open
+        .iter()
+        .map(|&i| setslot(batch[i].slot, "MIGRATING", &to.id))
+        .collect();
+    let replies = ctx
+        .pipeline(conns, &from.addr, &migrating, ctx.call_timeout)
+        .await?;
+    for (&i, reply) in open.iter().zip(&replies) {
+        if let Err(text) = reply {
+            return Err(step_error(
+                text,
+                &from.addr,
+                "SETSLOT MIGRATING",
+                batch[i].slot,
+            ));
+        }
+    }
+    freeze_at("migration::after_migrating").await;
+    tracing::debug!("step 3: MIGRATE the listed keys, one pipelined MIGRATE per slot");
+    migrate_listed(ctx, conns, batch, &open, (from, to), &mut state, on_event).await?;
+    freeze_at("migration::mid_migrate").await;
+    tracing::debug!("step 4: the gate, and the one-slot drain for slots with keys left");
+    let gate: Vec<_> = open
+        .iter()
+        .filter(|&&i| state[i].failed.is_none())
+        .map(|&i| cluster_slot("COUNTKEYSINSLOT", batch[i].slot, None))
+        .collect();
+    let replies = ctx
+        .pipeline(conns, &from.addr, &gate, ctx.call_timeout)
+        .await?;
+    let gated: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&i| state[i].failed.is_none())
+        .collect();
+    for (&i, reply) in gated.iter().zip(&replies) {
+        let left = match reply {
+            Ok(raw) => scan::integer(raw).unwrap_or(1),
+            Err(text) => {
+                return Err(step_error(
+                    text,
+                    &from.addr,
+                    "COUNTKEYSINSLOT",
+                    batch[i].slot,
+                ))
+            }
+        };
+        if left == 0 {
+            continue;
+        }
+        let slot = batch[i].slot;
+        let ends = (from.addr.as_str(), to.addr.as_str());
+        match executor::drain_slot(ctx, conns, slot, ends, state[i].replace, on_event).await {
+            Ok(keys) => state[i].keys += keys,
+            // A failover stops the whole batch: its other slots are repaired too.
+            Err(e @ MoveError::Changed(_)) => return Err(e),
+            Err(e) => state[i].failed = Some(e),
+        }
+    }
+    hand_over(ctx, conns, batch, (from, to), others, &mut state).await?;
+    Ok(batch
+        .iter()
+        .zip(state)
+        .map(|(p, st)| (p.slot, st.failed.map_or(Ok(st.keys), Err)))
+        .collect())
+}
+
+/// One `MIGRATE` per slot with keys, all in one write to the source.
+async fn migrate_listed(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    batch: &[Planned],
+    open: &[usize],
+    (from, to): (&Endpoint, &Endpoint),
+    state: &mut [Progress],
+    on_event: &mut (dyn FnMut(MoveEvent) + Send),
+) -> Result<(), MoveError> {
+    let with_keys: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&i| !batch[i].keys.is_empty())
+        .collect();
+    let mut commands = Vec::with_capacity(with_keys.len());
+    let mut total = 0;
+    for &i in &with_keys {
+        let keys = &batch[i].keys;
+        total += keys.len();
+        commands.push(ctx.migrate_command(&to.addr, keys, false, ctx.migrate_timeout)?);
+    }
+    ctx.throttle.take(total).await;
+    let timeout = ctx.migrate_timeout + ctx.call_timeout;
+    let replies = ctx.pipeline(conns, &from.addr, &commands, timeout).await?;
+    for (&i, reply) in with_keys.iter().zip(&replies) {
+        let planned = &batch[i];
+        match reply {
+            Ok(raw) => {
+                if scan::string(raw) != Some(b"NOKEY") {
+                    let keys = planned.keys.len() as u64;
+                    state[i].keys += keys;
+                    ctx.metrics.migration_keys.inc_by(keys);
+                    ctx.metrics.migration_bytes.inc_by(planned.bytes);
+                    on_event(MoveEvent::Keys {
+                        keys,
+                        bytes: planned.bytes,
+                    });
+                }
+            }
+            Err(text) if text.contains("BUSYKEY") || text.contains("IOERR") => {
+                let label = if text.contains("BUSYKEY") {
+                    "busykey"
+                } else {
+                    "ioerr"
+                };
+                ctx.metrics
+                    .migration_errors
+                    .with_label_values(&[label])
+                    .inc();
+                tracing::info!(slot = planned.slot, error = %text, "MIGRATE in a batch: the slot is drained again with REPLACE");
+                state[i].replace = true;
+            }
+            Err(text) => match step_error(text, &from.addr, "MIGRATE", planned.slot) {
+                e @ MoveError::Changed(_) => return Err(e),
+                e => state[i].failed = Some(e),
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Step 5 and 6 for the slots that passed the gate: `SETSLOT NODE` on the target, the
+/// source, then every other master, each one pipelined write; then one map install.
+async fn hand_over(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    batch: &[Planned],
+    (from, to): (&Endpoint, &Endpoint),
+    others: &[Endpoint],
+    state: &mut [Progress],
+) -> Result<(), MoveError> {
+    tracing::debug!("step 5: SETSLOT NODE on the target, the source, every other master");
+    let node = |ready: &[usize]| -> Vec<Vec<Vec<u8>>> {
+        ready
+            .iter()
+            .map(|&i| setslot(batch[i].slot, "NODE", &to.id))
+            .collect()
+    };
+    let mut ready: Vec<usize> = (0..batch.len())
+        .filter(|&i| state[i].failed.is_none())
+        .collect();
+    freeze_at("migration::before_target_node").await;
+    let replies = ctx
+        .pipeline(conns, &to.addr, &node(&ready), ctx.call_timeout)
+        .await?;
+    for (&i, reply) in ready.iter().zip(&replies) {
+        if let Err(text) = reply {
+            match step_error(text, &to.addr, "SETSLOT NODE", batch[i].slot) {
+                e @ MoveError::Changed(_) => return Err(e),
+                e => state[i].failed = Some(e),
+            }
+        }
+    }
+    ready.retain(|&i| state[i].failed.is_none());
+    freeze_at("migration::after_target_node").await;
+    let replies = ctx
+        .pipeline(conns, &from.addr, &node(&ready), ctx.call_timeout)
+        .await?;
+    let mut checked_replica = false;
+    for (&i, reply) in ready.iter().zip(&replies) {
+        match reply {
+            Ok(_) => {}
+            // The source lost its last slot and turned into a replica of the target; a
+            // replica of anyone else means a failover happened.
+            Err(text) if text.contains("only with masters") => {
+                if !checked_replica {
+                    let (me, _) = ctx.node_view(conns, &from.addr).await?;
+                    if me.master_id.as_deref() != Some(to.id.as_str()) {
+                        return Err(MoveError::Changed(format!(
+                            "{}: SETSLOT NODE: {text} (a failover: it is a replica, not of the target)",
+                            from.addr
+                        )));
+                    }
+                    checked_replica = true;
+                }
+            }
+            Err(text) => match step_error(text, &from.addr, "SETSLOT NODE", batch[i].slot) {
+                e @ MoveError::Changed(_) => return Err(e),
+                e => state[i].failed = Some(e),
+            },
+        }
+    }
+    ready.retain(|&i| state[i].failed.is_none());
+    freeze_at("migration::after_source_node").await;
+    let commands = node(&ready);
+    for other in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
+        // Others also learn it through gossip; a failure here is not worth stopping for.
+        match ctx
+            .pipeline(conns, &other.addr, &commands, ctx.call_timeout)
+            .await
+        {
+            Ok(replies) => {
+                if let Some(Err(text)) = replies.iter().find(|r| r.is_err()) {
+                    tracing::debug!(node = %other.addr, error = %text, "SETSLOT NODE on a bystander");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(node = %other.addr, error = %e, "SETSLOT NODE on a bystander")
+            }
+        }
+    }
+    let slots: Vec<u16> = ready.iter().map(|&i| batch[i].slot).collect();
+    ctx.topology.set_owners(&slots, &to.addr);
+    tracing::debug!(owner = %to.addr, slots = slots.len(), "step 6: the proxy's map points at the new owner");
+    Ok(())
+}
