@@ -10,7 +10,7 @@
 # present, no open slot, client errors. Prints one table and the ratios against issue 19's goals
 # (slotproxy's wall time <= 1/3 of redis-cli's; the clients' p99 during <= 2x before).
 # Bounded: stops by itself; everything it starts is stopped on exit.
-# Usage: [MODE=rebalance|drain] deploy/local/rebalance-compare.sh [keys]   (default 100000)
+# Usage: [MODE=rebalance|drain] [BATCH_SLOTS=64] deploy/local/rebalance-compare.sh [keys]   (default 100000)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -89,6 +89,7 @@ listen = "127.0.0.1:$admin"
 seeds = ["127.0.0.1:$base", "127.0.0.1:$((base + 1))"]
 [migration]
 data_dir = "$dir/data"
+batch_slots = ${BATCH_SLOTS:-64}
 [log]
 level = "warn"
 EOF

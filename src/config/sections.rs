@@ -250,7 +250,7 @@ impl Default for MigrationSection {
             data_dir: PathBuf::from("./data"),
             batch_keys: 100,
             parallel_slots: 4,
-            batch_slots: 64,
+            batch_slots: 1,
             max_keys_per_second: 0,
             migrate_timeout_ms: 5000,
             lease_ttl_ms: 15_000,

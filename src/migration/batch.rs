@@ -326,7 +326,11 @@ async fn migrate_listed(
         total += keys.len();
         commands.push(ctx.migrate_command(&to.addr, keys, false, ctx.migrate_timeout)?);
     }
-    ctx.throttle.take(total).await;
+    // In steps of `batch_keys`, as slot by slot: the throttle lets the first take through at
+    // once and makes the next ones wait for it.
+    for _ in 0..total.div_ceil(ctx.batch_keys.max(1)) {
+        ctx.throttle.take(ctx.batch_keys.min(total)).await;
+    }
     let timeout = ctx.migrate_timeout + ctx.call_timeout;
     let replies = ctx.pipeline(conns, &from.addr, &commands, timeout).await?;
     for (&i, reply) in with_keys.iter().zip(&replies) {
