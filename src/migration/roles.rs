@@ -10,10 +10,11 @@
 
 use super::context::{Conns, MoveContext};
 use super::job::{Job, SlotMove};
-use super::types::{Endpoint, MoveError};
+use super::types::{masters, Endpoint, MoveError};
 use crate::cluster::topology::RefreshCause;
 use crate::cluster::SlotMap;
 use crate::protocol::scan;
+use std::time::Duration;
 
 /// `Ok` when `node` still is a master (`ROLE`); [`MoveError::Changed`] naming its master
 /// when a failover made it a replica.
@@ -68,6 +69,58 @@ pub async fn explain(
     error
 }
 
+/// Source, target and every master of the move `m`, by its node ids, from the current map.
+///
+/// A map read from a node whose gossip lags may not show yet that a node became master (a
+/// failover the job followed on resume): when a node missing from the map's masters says
+/// itself that it is one, the map is read again, for a few seconds, before the move gives
+/// up. A node that is no master by its own word is a [`MoveError::Changed`] at once.
+pub async fn endpoints(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    m: &SlotMove,
+) -> Result<(Endpoint, Endpoint, Vec<Endpoint>), MoveError> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let snapshot = ctx
+            .topology
+            .snapshot()
+            .ok_or_else(|| MoveError::Retry("no slot map loaded".into()))?;
+        let all = masters(&snapshot);
+        let find = |id: &str| all.iter().find(|e| e.id == id).cloned();
+        let missing = match (find(&m.from), find(&m.to)) {
+            (Some(from), Some(to)) => return Ok((from, to, all.clone())),
+            (None, _) => &m.from,
+            (_, None) => &m.to,
+        };
+        let addr = snapshot
+            .map
+            .nodes
+            .iter()
+            .find(|n| &n.id == missing)
+            .map(|n| n.addr.clone());
+        let says_master = match addr {
+            Some(addr) => matches!(
+                ctx.node_view(conns, &addr).await,
+                Ok((me, _)) if &me.id == missing && me.is_master()
+            ),
+            None => false,
+        };
+        if !says_master || wait > MAP_LAG {
+            return Err(MoveError::Changed(format!(
+                "node {missing} is no longer a master in the slot map (a failover, or it left)"
+            )));
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+        let _ = ctx.topology.refresh(RefreshCause::Admin).await;
+    }
+}
+
+/// How long [`endpoints`] waits, at most, for the slot map to show a node as the master it
+/// says it is.
+const MAP_LAG: Duration = Duration::from_secs(4);
+
 /// (which end, old node, new node) of a move rewritten by [`follow_failovers`].
 type Change = (&'static str, String, String);
 
@@ -98,9 +151,8 @@ pub async fn follow_failovers(ctx: &MoveContext, job: &Job) -> Vec<String> {
             }
         }
     }
-    let Some(shards) = shards else {
-        return Vec::new();
-    };
+    // Without any node's shard list, nodes still answer for themselves below.
+    let shards = shards.unwrap_or_default();
     // Every node the job names, asked about itself (maps read from a node whose gossip lags
     // may still show a failed-over master as one): `None` for a node that still is a master,
     // `Some(new master)` for one replaced by a failover.

@@ -12,7 +12,7 @@ use super::job::{now_ms, Job, JobState, SlotMove, StopRequest};
 use super::lease::Lease;
 use super::registry::{ObservedRate, Registry};
 use super::roles;
-use super::types::{masters, Endpoint, MoveError, MoveEvent};
+use super::types::{MoveError, MoveEvent};
 use crate::cluster::topology::RefreshCause;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ impl Runner {
 
     /// Moves a batch of slots (all in flight) of one source and target together.
     async fn move_many(&self, conns: &mut Conns, job: &Arc<Job>, moves: Vec<SlotMove>) {
-        let (from, to, others) = match self.endpoints(&moves[0]) {
+        let (from, to, others) = match roles::endpoints(&self.ctx, conns, &moves[0]).await {
             Ok(ends) => ends,
             Err(e) => return self.batch_failed(conns, job, moves, e).await,
         };
@@ -422,7 +422,7 @@ impl Runner {
     ) -> Result<u64, MoveError> {
         let mut attempt = 0u32;
         loop {
-            let result = match self.endpoints(m) {
+            let result = match roles::endpoints(&self.ctx, conns, m).await {
                 Ok((from, to, others)) => {
                     let mut on_batch = progress_counter(job.clone());
                     executor::move_slot(
@@ -456,24 +456,6 @@ impl Runner {
                 other => return other,
             }
         }
-    }
-
-    /// Source, target and every master, by the ids in `m`, from the current map.
-    fn endpoints(&self, m: &SlotMove) -> Result<(Endpoint, Endpoint, Vec<Endpoint>), MoveError> {
-        let snapshot = self
-            .ctx
-            .topology
-            .snapshot()
-            .ok_or_else(|| MoveError::Retry("no slot map loaded".into()))?;
-        let all = masters(&snapshot);
-        let find = |id: &str| {
-            all.iter().find(|e| e.id == id).cloned().ok_or_else(|| {
-                MoveError::Changed(format!(
-                    "node {id} is no longer a master in the slot map (a failover, or it left)"
-                ))
-            })
-        };
-        Ok((find(&m.from)?, find(&m.to)?, all.clone()))
     }
 }
 
