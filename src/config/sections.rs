@@ -227,6 +227,9 @@ pub struct MigrationSection {
     pub batch_slots: usize,
     /// Cap on keys migrated per second over all running jobs; 0: no cap.
     pub max_keys_per_second: u64,
+    /// The clients' p99 through the proxy may rise to this many times its value before the
+    /// job; the pacer shrinks batches and pauses between them to stay under it. 0: off.
+    pub max_client_p99_ratio: f64,
     /// Timeout passed to `MIGRATE` (milliseconds of I/O inactivity between the two nodes).
     pub migrate_timeout_ms: u64,
     /// Lifetime of the migration lease in the cluster; renewed at a third of it.
@@ -250,8 +253,9 @@ impl Default for MigrationSection {
             data_dir: PathBuf::from("./data"),
             batch_keys: 100,
             parallel_slots: 4,
-            batch_slots: 1,
+            batch_slots: 64,
             max_keys_per_second: 0,
+            max_client_p99_ratio: 2.0,
             migrate_timeout_ms: 5000,
             lease_ttl_ms: 15_000,
             history: 100,

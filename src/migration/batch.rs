@@ -102,7 +102,12 @@ pub async fn plan(
     let replies = ctx
         .pipeline(conns, &from.addr, &commands, ctx.call_timeout)
         .await?;
-    let mut budget = ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES;
+    // Under a keys/s cap, a batch is at most about a second of work, so that a pause or a
+    // cancel (taken between batches) is heard within about a second.
+    let mut budget = match ctx.throttle.rate() {
+        0 => ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES,
+        rate => (ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES).min(rate as usize),
+    };
     let mut out = Plan::default();
     let mut counts = Vec::new();
     for (i, &slot) in slots.iter().enumerate() {

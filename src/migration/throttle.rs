@@ -20,6 +20,11 @@ impl Throttle {
         }
     }
 
+    /// The cap in keys/s (0: none).
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// Waits until `keys` more keys may be moved.
     pub async fn take(&self, keys: usize) {
         if self.rate == 0 || keys == 0 {
