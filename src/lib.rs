@@ -259,6 +259,7 @@ fn start_migrations(
         parallel_slots: m.parallel_slots,
         history_len: m.history,
         repair_grace: Duration::from_millis(m.repair_grace_ms),
+        max_client_p99_ratio: m.max_client_p99_ratio,
     };
     Ok(migration::service::Migrations::new(
         ctx, lease, journal, jobs,

@@ -314,6 +314,14 @@ impl Config {
         if m.batch_slots == 0 || m.batch_slots > 1024 {
             return Err(("migration.batch_slots", "must be 1..=1024".into()));
         }
+        if !(m.max_client_p99_ratio == 0.0
+            || (m.max_client_p99_ratio >= 1.0 && m.max_client_p99_ratio <= 1000.0))
+        {
+            return Err((
+                "migration.max_client_p99_ratio",
+                "must be 0 (off) or 1.0..=1000.0".into(),
+            ));
+        }
         if m.lease_ttl_ms < 1000 {
             return Err(("migration.lease_ttl_ms", "must be at least 1000".into()));
         }

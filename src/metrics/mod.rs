@@ -3,6 +3,7 @@
 //! process). Metric names are constants here; units are in the names.
 
 mod command;
+pub mod latency;
 pub mod slot_stats;
 
 pub use command::{error_kind, CommandGroup};
@@ -141,6 +142,8 @@ pub struct Metrics {
     /// `command_duration`'s series, indexed by `CommandGroup as usize`: resolved once, so
     /// observing a command costs no label lookup.
     durations: Vec<prometheus::Histogram>,
+    /// Every client command's latency, finely bucketed, for the migration pacer.
+    pub client_latency: latency::LatencyHistogram,
     /// See [`REDIRECTS`]; label `kind`: moved, ask, tryagain, clusterdown.
     pub redirects: IntCounterVec,
     /// See [`RETRIES_EXHAUSTED`]; label `kind`: redirects, tryagain, clusterdown, unreachable.
@@ -350,6 +353,7 @@ impl Metrics {
             slot_stats: SlotStats::default(),
             registry: r.clone(),
             durations: Vec::new(),
+            client_latency: Default::default(),
         };
         metrics.durations = CommandGroup::ALL
             .iter()
@@ -432,6 +436,14 @@ impl Metrics {
         }
         if let Some(histogram) = self.durations.get(group as usize) {
             histogram.observe(elapsed.as_secs_f64());
+        }
+        // Plain key commands only: what a slot move can slow down, and nothing that waits
+        // by design (blocking commands, transactions) or scans every node.
+        if matches!(
+            group,
+            CommandGroup::Read | CommandGroup::Write | CommandGroup::MultiKey
+        ) {
+            self.client_latency.observe(elapsed);
         }
     }
 

@@ -172,6 +172,8 @@ pub struct Progress {
     pub started_at_ms: Option<u64>,
     /// Unix ms of reaching a final state.
     pub finished_at_ms: Option<u64>,
+    /// The pacer of the current (or last) run.
+    pub pace: Option<std::sync::Arc<super::pacer::Pacer>>,
 }
 
 /// A job in the registry.
@@ -231,6 +233,7 @@ impl Job {
                 earlier_runs_ms: 0,
                 started_at_ms: None,
                 finished_at_ms: None,
+                pace: None,
             }),
         }
     }
@@ -352,6 +355,7 @@ impl Job {
             "errors": p.errors,
             "big_keys": p.big_keys,
             "max_key_block_ms": p.big_keys.iter().filter_map(|k| k.block_ms).max(),
+            "pace": p.pace.as_ref().map(|pace| pace.report()),
             "moves": self.plan.iter().map(|(from, to, slots)| serde_json::json!({
                 "from": from, "to": to, "slots": super::ranges::format(slots), "count": slots.len(),
             })).collect::<Vec<_>>(),

@@ -23,6 +23,7 @@ pub mod job;
 pub mod journal;
 pub mod lease;
 pub mod membership;
+pub mod pacer;
 pub mod planner;
 pub mod ranges;
 pub mod recovery;

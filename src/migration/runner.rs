@@ -10,6 +10,7 @@ use super::executor;
 use super::gauges;
 use super::job::{now_ms, Job, JobState, SlotMove, StopRequest};
 use super::lease::Lease;
+use super::pacer::{LatencyHistory, Pacer};
 use super::registry::{ObservedRate, Registry};
 use super::roles;
 use super::types::{MoveError, MoveEvent};
@@ -30,6 +31,10 @@ pub struct Runner {
     /// Workers of one job, each moving one slot or one batch at a time
     /// (`migration.parallel_slots`).
     pub parallel_slots: usize,
+    /// `migration.max_client_p99_ratio`, for each run's [`Pacer`].
+    pub max_client_p99_ratio: f64,
+    /// The clients' recent latency, for each run's baseline.
+    pub latency: Arc<LatencyHistory>,
 }
 
 impl Runner {
@@ -51,6 +56,12 @@ impl Runner {
             p.run_keys = 0;
             p.run_slots = 0;
             p.started_at_ms.get_or_insert(now_ms());
+            p.pace = Some(Arc::new(Pacer::new(
+                self.max_client_p99_ratio,
+                self.ctx.batch_slots,
+                &self.latency,
+                self.ctx.metrics.clone(),
+            )));
         }
         self.registry.save(&job, true);
         let workers = self.parallel_slots.min(job.slots_total.max(1));
@@ -114,6 +125,11 @@ impl Runner {
     async fn worker(self: Arc<Self>, job: Arc<Job>) {
         let mut conns = Conns::new(self.ctx.settings.clone());
         loop {
+            let pace = job.lock().pace.clone();
+            let batch_slots = match pace {
+                Some(pace) => pace.next_batch().await,
+                None => self.ctx.batch_slots,
+            };
             let next = {
                 let mut p = job.lock();
                 if self.lease.is_lost() {
@@ -128,7 +144,7 @@ impl Runner {
                 } else if p.stop != StopRequest::None {
                     None
                 } else {
-                    take_batch(&mut p.queue, self.ctx.batch_slots)
+                    take_batch(&mut p.queue, batch_slots)
                 }
             };
             let Some(moves) = next else { return };

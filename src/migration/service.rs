@@ -7,6 +7,7 @@ use super::error::Error;
 use super::job::{now_ms, Job, JobKind, JobState, SlotMove, StopRequest};
 use super::journal::Journal;
 use super::lease::Lease;
+use super::pacer::LatencyHistory;
 use super::registry::{ObservedRate, Registry};
 use super::runner::Runner;
 use crate::cluster::Topology;
@@ -40,6 +41,8 @@ pub struct JobSettings {
     pub history_len: usize,
     /// How long an unexplained open slot must stay unchanged before recovery repairs it.
     pub repair_grace: Duration,
+    /// `migration.max_client_p99_ratio` (0: the pacer never slows a job).
+    pub max_client_p99_ratio: f64,
 }
 
 impl Migrations {
@@ -56,6 +59,8 @@ impl Migrations {
             lease: lease.clone(),
             registry: registry.clone(),
             parallel_slots: settings.parallel_slots,
+            max_client_p99_ratio: settings.max_client_p99_ratio,
+            latency: LatencyHistory::sampled(ctx.metrics.clone()),
         });
         Arc::new(Migrations {
             repair_grace: settings.repair_grace,
