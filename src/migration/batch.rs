@@ -309,7 +309,10 @@ async fn steps(
         .collect())
 }
 
-/// One `MIGRATE` per slot with keys, all in one write to the source.
+/// One `MIGRATE` per slot with keys, pipelined to the source in writes of about
+/// `batch_keys` keys: each `MIGRATE` blocks the source until the target has the keys, and
+/// Redis runs a client's whole pipeline before it serves anyone else, so one write of every
+/// slot's `MIGRATE` would hold the source's clients for all of them.
 async fn migrate_listed(
     ctx: &MoveContext,
     conns: &mut Conns,
@@ -324,18 +327,45 @@ async fn migrate_listed(
         .copied()
         .filter(|&i| !batch[i].keys.is_empty())
         .collect();
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    let mut chunk_keys = 0;
+    for &i in &with_keys {
+        let keys = batch[i].keys.len();
+        match chunks.last_mut() {
+            Some(chunk) if chunk_keys + keys <= ctx.batch_keys.max(1) => {
+                chunk.push(i);
+                chunk_keys += keys;
+            }
+            _ => {
+                chunks.push(vec![i]);
+                chunk_keys = keys;
+            }
+        }
+    }
+    for chunk in chunks {
+        migrate_chunk(ctx, conns, batch, &chunk, (from, to), state, on_event).await?;
+    }
+    Ok(())
+}
+
+/// One pipelined write of `MIGRATE`s (one per slot of `chunk`), paced by the keys/s cap.
+async fn migrate_chunk(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    batch: &[Planned],
+    with_keys: &[usize],
+    (from, to): (&Endpoint, &Endpoint),
+    state: &mut [Progress],
+    on_event: &mut (dyn FnMut(MoveEvent) + Send),
+) -> Result<(), MoveError> {
     let mut commands = Vec::with_capacity(with_keys.len());
     let mut total = 0;
-    for &i in &with_keys {
+    for &i in with_keys {
         let keys = &batch[i].keys;
         total += keys.len();
         commands.push(ctx.migrate_command(&to.addr, keys, false, ctx.migrate_timeout)?);
     }
-    // In steps of `batch_keys`, as slot by slot: the throttle lets the first take through at
-    // once and makes the next ones wait for it.
-    for _ in 0..total.div_ceil(ctx.batch_keys.max(1)) {
-        ctx.throttle.take(ctx.batch_keys.min(total)).await;
-    }
+    ctx.throttle.take(total).await;
     let timeout = ctx.migrate_timeout + ctx.call_timeout;
     let replies = ctx.pipeline(conns, &from.addr, &commands, timeout).await?;
     for (&i, reply) in with_keys.iter().zip(&replies) {
