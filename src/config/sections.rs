@@ -228,7 +228,7 @@ pub struct MigrationSection {
     /// Cap on keys migrated per second over all running jobs; 0: no cap.
     pub max_keys_per_second: u64,
     /// The clients' p99 through the proxy may rise to this many times its value before the
-    /// job; the pacer shrinks batches and pauses between them to stay under it. 0: off.
+    /// job; the pacer runs fewer workers and pauses between batches to stay under it. 0: off.
     pub max_client_p99_ratio: f64,
     /// Timeout passed to `MIGRATE` (milliseconds of I/O inactivity between the two nodes).
     pub migrate_timeout_ms: u64,

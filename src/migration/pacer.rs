@@ -1,11 +1,17 @@
 //! Pacing a job by what its clients feel: an AIMD controller on the proxy's own client p99.
 //!
 //! Before a job, the clients' p99 over the last 10 s is its baseline. While the job runs, every
-//! quarter second the pacer compares the clients' p99 of the last window with
-//! `migration.max_client_p99_ratio` × that baseline: within it, batches grow (additively, up
-//! to `migration.batch_slots`) and any pause between batches shrinks; over it, batches halve,
-//! and at one slot per batch the workers pause between batches, longer each time. The
-//! `max_keys_per_second` cap still holds on top. The job reports its pace and why.
+//! tenth of a second (once enough commands were seen) the pacer compares the clients' p99 of
+//! the last window with `migration.max_client_p99_ratio` × that baseline. Its levers are the
+//! ones the measurements showed to matter (`deploy/local/rebalance-compare.sh`): how many
+//! workers move slots at once, and a pause between batches. A guarded run starts with one
+//! worker; within the target, pauses halve and then one more worker joins (up to
+//! `migration.parallel_slots`); over it, the workers halve and, at one worker, the pause
+//! between batches doubles (5 ms up to 20 ms: at worst one worker with a short pause, which
+//! measured about 1.5× slower than full pace, rather than a stall — the proxy's own view of
+//! its clients' latency misses the time they wait to be read and written, so a target it
+//! cannot reach must not stop the job). `max_keys_per_second` still caps on top.
+//! The job reports its pace and why.
 
 use crate::metrics::latency::LatencyCounts;
 use crate::metrics::Metrics;
@@ -14,8 +20,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the pacer looks at the clients' latency.
-const WINDOW: Duration = Duration::from_millis(250);
+/// How often the pacer looks at the clients' latency (a job of 100,000 keys may take a
+/// second: the guard must act within it).
+const WINDOW: Duration = Duration::from_millis(100);
 /// Commands a window needs before its p99 means anything.
 const MIN_COMMANDS: u64 = 20;
 /// A window this long with fewer commands counts as idle clients: nothing to guard.
@@ -27,9 +34,9 @@ const MIN_BASELINE_COMMANDS: u64 = 100;
 /// The target never goes below this: a p99 under it is loopback noise, not harm.
 const TARGET_FLOOR: Duration = Duration::from_micros(200);
 /// The longest pause between batches the pacer imposes.
-const MAX_DELAY: Duration = Duration::from_secs(1);
-/// The first pause between batches, once batches are down to one slot.
-const FIRST_DELAY: Duration = Duration::from_millis(10);
+const MAX_DELAY: Duration = Duration::from_millis(20);
+/// The first pause between batches, once one worker is left.
+const FIRST_DELAY: Duration = Duration::from_millis(5);
 
 /// Snapshots of the client latency histogram, one a second, for the baseline of the next job.
 #[derive(Debug, Default)]
@@ -82,54 +89,75 @@ impl LatencyHistory {
     }
 }
 
-/// One job run's controller; workers ask it for the size of their next batch.
+/// One job run's controller; each worker asks it before taking its next batch.
 #[derive(Debug)]
 pub struct Pacer {
     max_ratio: f64,
-    max_batch: usize,
+    max_workers: usize,
     baseline: Option<Duration>,
     metrics: Arc<Metrics>,
     state: Mutex<PaceState>,
 }
 
+/// What the workers may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// Workers that may take batches (the others wait).
+    pub workers: usize,
+    /// Pause before each batch.
+    pub delay: Duration,
+}
+
 #[derive(Debug)]
 struct PaceState {
-    batch: usize,
-    delay: Duration,
+    pace: Pace,
     window_start: Instant,
     window_counts: LatencyCounts,
     last_p99: Option<Duration>,
     why: String,
+    /// Windows over the target so far.
+    backoffs: u64,
 }
 
 impl Pacer {
-    /// A pacer for a run starting now: batches start at `max_batch` slots; with
-    /// `max_ratio` 0, or no baseline, it never slows the job down.
+    /// A pacer for a run starting now with up to `max_workers` workers: guarded, it starts
+    /// with one and adds more while the clients are within the target; with `max_ratio` 0,
+    /// or no baseline, every worker runs and nothing waits.
     pub fn new(
         max_ratio: f64,
-        max_batch: usize,
+        max_workers: usize,
         history: &LatencyHistory,
         metrics: Arc<Metrics>,
     ) -> Pacer {
         let now = metrics.client_latency.snapshot();
         let baseline = (max_ratio > 0.0).then(|| history.baseline(&now)).flatten();
-        let why = match (max_ratio > 0.0, baseline) {
-            (false, _) => "the latency guard is off (migration.max_client_p99_ratio = 0)",
-            (true, None) => "too little client traffic before the job for a baseline: not guarded",
-            (true, Some(_)) => "starting at full batches",
+        let max_workers = max_workers.max(1);
+        let (why, workers) = match (max_ratio > 0.0, baseline) {
+            (false, _) => (
+                "the latency guard is off (migration.max_client_p99_ratio = 0)",
+                max_workers,
+            ),
+            (true, None) => (
+                "too little client traffic before the job for a baseline: not guarded",
+                max_workers,
+            ),
+            (true, Some(_)) => ("starting with one worker", 1),
         };
         Pacer {
             max_ratio,
-            max_batch: max_batch.max(1),
+            max_workers,
             baseline,
             metrics,
             state: Mutex::new(PaceState {
-                batch: max_batch.max(1),
-                delay: Duration::ZERO,
+                pace: Pace {
+                    workers,
+                    delay: Duration::ZERO,
+                },
                 window_start: Instant::now(),
                 window_counts: now,
                 last_p99: None,
                 why: why.to_string(),
+                backoffs: 0,
             }),
         }
     }
@@ -140,50 +168,55 @@ impl Pacer {
             .map(|b| b.mul_f64(self.max_ratio).max(TARGET_FLOOR))
     }
 
-    /// How many slots the next batch may hold, after the pause the pace asks for.
-    pub async fn next_batch(&self) -> usize {
-        let (batch, delay) = self.step(Instant::now(), None);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+    /// Whether worker number `worker` (0-based) may take a batch now, after the pause the
+    /// pace asks for; a worker over the current count waits a window and hears `false`.
+    pub async fn admit(&self, worker: usize) -> bool {
+        let pace = self.step(Instant::now(), None);
+        if worker >= pace.workers {
+            tokio::time::sleep(WINDOW).await;
+            return false;
         }
-        batch
+        if !pace.delay.is_zero() {
+            tokio::time::sleep(pace.delay).await;
+        }
+        true
     }
 
     /// Updates the pace once a window has passed (`counts`: the latency histogram now,
-    /// read from the source when `None`); returns the batch size and the pause.
-    fn step(&self, now: Instant, counts: Option<LatencyCounts>) -> (usize, Duration) {
+    /// read from the metrics when `None`) and returns it.
+    fn step(&self, now: Instant, counts: Option<LatencyCounts>) -> Pace {
         let mut s = self.state.lock();
         let Some(target) = self.target() else {
-            return (s.batch, s.delay);
+            return s.pace;
         };
-        if now.duration_since(s.window_start) < WINDOW {
-            return (s.batch, s.delay);
+        let age = now.duration_since(s.window_start);
+        if age < WINDOW {
+            return s.pace;
         }
         let counts = counts.unwrap_or_else(|| self.metrics.client_latency.snapshot());
         let window = counts.since(&s.window_counts);
-        let idle = now.duration_since(s.window_start) >= IDLE;
-        if window.total() < MIN_COMMANDS && !idle {
+        let enough = window.total() >= MIN_COMMANDS;
+        if !enough && age < IDLE {
             // Too few commands to judge yet: the window grows until it has enough.
-            return (s.batch, s.delay);
+            return s.pace;
         }
         s.window_start = now;
         s.window_counts = counts;
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let p99 = window
-            .quantile(0.99)
-            .filter(|_| window.total() >= MIN_COMMANDS);
+        let p99 = window.quantile(0.99).filter(|_| enough);
         s.last_p99 = p99;
         let Some(p99) = p99 else {
             // Clients (almost) idle: nothing to guard, the job picks up speed.
-            speed_up(&mut s, self.max_batch);
+            speed_up(&mut s.pace, self.max_workers);
             s.why = "too few client commands to judge: speeding up".into();
-            return (s.batch, s.delay);
+            return s.pace;
         };
         if p99 > target {
-            if s.batch > 1 {
-                s.batch = (s.batch / 2).max(1);
+            s.backoffs += 1;
+            if s.pace.workers > 1 {
+                s.pace.workers /= 2;
             } else {
-                s.delay = (s.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);
+                s.pace.delay = (s.pace.delay * 2).clamp(FIRST_DELAY, MAX_DELAY);
             }
             s.why = format!(
                 "clients' p99 {:.2} ms is over the target {:.2} ms: backing off",
@@ -191,22 +224,16 @@ impl Pacer {
                 ms(target)
             );
         } else {
-            speed_up(&mut s, self.max_batch);
-            s.why = if s.batch == self.max_batch && s.delay.is_zero() {
-                format!(
-                    "clients' p99 {:.2} ms is within the target {:.2} ms: full pace",
-                    ms(p99),
-                    ms(target)
-                )
-            } else {
-                format!(
-                    "clients' p99 {:.2} ms is within the target {:.2} ms: speeding up",
-                    ms(p99),
-                    ms(target)
-                )
-            };
+            speed_up(&mut s.pace, self.max_workers);
+            let full = s.pace.workers == self.max_workers && s.pace.delay.is_zero();
+            s.why = format!(
+                "clients' p99 {:.2} ms is within the target {:.2} ms: {}",
+                ms(p99),
+                ms(target),
+                if full { "full pace" } else { "speeding up" }
+            );
         }
-        (s.batch, s.delay)
+        s.pace
     }
 
     /// The pace as `GET /migrations/{id}` shows it.
@@ -214,28 +241,28 @@ impl Pacer {
         let s = self.state.lock();
         let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1e5).round() / 100.0);
         serde_json::json!({
-            "batch_slots": s.batch,
-            "max_batch_slots": self.max_batch,
-            "delay_ms": s.delay.as_millis() as u64,
+            "workers": s.pace.workers,
+            "max_workers": self.max_workers,
+            "delay_ms": s.pace.delay.as_millis() as u64,
             "max_client_p99_ratio": self.max_ratio,
             "baseline_p99_ms": ms(self.baseline),
             "target_p99_ms": ms(self.target()),
             "client_p99_ms": ms(s.last_p99),
             "why": s.why,
+            "backoffs": s.backoffs,
         })
     }
 }
 
-/// The additive step: pauses between batches shrink first, then batches grow by an eighth
-/// of the largest.
-fn speed_up(s: &mut PaceState, max_batch: usize) {
-    if !s.delay.is_zero() {
-        s.delay /= 2;
-        if s.delay < FIRST_DELAY {
-            s.delay = Duration::ZERO;
+/// The additive step: the pause between batches shrinks first, then one more worker joins.
+fn speed_up(pace: &mut Pace, max_workers: usize) {
+    if !pace.delay.is_zero() {
+        pace.delay /= 2;
+        if pace.delay < FIRST_DELAY {
+            pace.delay = Duration::ZERO;
         }
     } else {
-        s.batch = (s.batch + (max_batch / 8).max(1)).min(max_batch);
+        pace.workers = (pace.workers + 1).min(max_workers);
     }
 }
 
@@ -259,60 +286,63 @@ mod tests {
         if let Some(us) = baseline_us {
             with(&metrics.client_latency, 1000, us);
         }
-        (Pacer::new(ratio, 64, &history, metrics.clone()), metrics)
+        (Pacer::new(ratio, 4, &history, metrics.clone()), metrics)
+    }
+
+    fn pace(workers: usize, delay_ms: u64) -> Pace {
+        Pace {
+            workers,
+            delay: Duration::from_millis(delay_ms),
+        }
     }
 
     #[test]
-    fn slow_clients_halve_the_batches_then_pause_between_them() {
+    fn fast_clients_add_workers_and_slow_ones_halve_them_then_pause_the_last() {
         let (pacer, metrics) = pacer(2.0, Some(500));
         let mut at = Instant::now();
-        let mut sizes = Vec::new();
-        for _ in 0..9 {
+        let mut step = |us: u64| {
             at += WINDOW;
-            let counts = with(&metrics.client_latency, 100, 5_000);
-            sizes.push(pacer.step(at, Some(counts)));
-        }
-        let batches: Vec<usize> = sizes.iter().map(|(b, _)| *b).collect();
-        assert_eq!(batches, [32, 16, 8, 4, 2, 1, 1, 1, 1]);
-        let delays: Vec<u128> = sizes.iter().map(|(_, d)| d.as_millis()).collect();
-        assert_eq!(delays, [0, 0, 0, 0, 0, 0, 10, 20, 40]);
-        assert!(pacer.report()["why"]
-            .as_str()
-            .unwrap_or("")
-            .contains("backing off"));
-
-        // Clients fast again: pauses shrink first, then batches grow back.
-        let mut sizes = Vec::new();
-        for _ in 0..4 {
-            at += WINDOW;
-            let counts = with(&metrics.client_latency, 100, 400);
-            sizes.push(pacer.step(at, Some(counts)));
-        }
+            pacer.step(at, Some(with(&metrics.client_latency, 100, us)))
+        };
+        assert_eq!(step(400), pace(2, 0));
+        assert_eq!(step(400), pace(3, 0));
+        assert_eq!(step(400), pace(4, 0));
+        assert_eq!(step(400), pace(4, 0));
+        let slow: Vec<Pace> = (0..6).map(|_| step(5_000)).collect();
         assert_eq!(
-            sizes,
+            slow,
             [
-                (1, Duration::from_millis(20)),
-                (1, Duration::from_millis(10)),
-                (1, Duration::ZERO),
-                (9, Duration::ZERO)
+                pace(2, 0),
+                pace(1, 0),
+                pace(1, 5),
+                pace(1, 10),
+                pace(1, 20),
+                pace(1, 20)
             ]
         );
+        assert_eq!(step(5_000), pace(1, 20), "the longest pause");
+        assert_eq!(step(400), pace(1, 10));
+        assert_eq!(step(400), pace(1, 5));
+        assert_eq!(step(400), pace(1, 0));
+        assert_eq!(step(400), pace(2, 0));
+        let report = pacer.report();
+        assert_eq!(report["backoffs"], 7, "{report}");
+        assert!(report["why"].as_str().unwrap_or("").contains("speeding up"));
     }
 
     #[test]
     fn a_window_needs_time_and_commands_before_the_pace_changes() {
         let (pacer, metrics) = pacer(2.0, Some(500));
         let start = Instant::now();
-        let counts = with(&metrics.client_latency, 100, 5_000);
-        assert_eq!(pacer.step(start, Some(counts)).0, 64, "too early");
-        let counts = with(&metrics.client_latency, 0, 5_000);
-        assert_eq!(pacer.step(start + WINDOW, Some(counts)).0, 32);
+        let counts = with(&metrics.client_latency, 100, 400);
+        assert_eq!(pacer.step(start, Some(counts)), pace(1, 0), "too early");
+        let counts = with(&metrics.client_latency, 0, 400);
+        assert_eq!(pacer.step(start + WINDOW, Some(counts)), pace(2, 0));
         let counts = with(&metrics.client_latency, 5, 5_000);
-        assert_eq!(
-            pacer.step(start + WINDOW * 2, Some(counts)).0,
-            32,
-            "5 commands"
-        );
+        assert_eq!(pacer.step(start + WINDOW * 2, Some(counts)), pace(2, 0));
+        // The 5 slow commands wait for more: among 1,000 fast ones they are under 1 %.
+        let counts = with(&metrics.client_latency, 1000, 400);
+        assert_eq!(pacer.step(start + WINDOW * 3, Some(counts)), pace(3, 0));
     }
 
     #[test]
@@ -320,9 +350,12 @@ mod tests {
         let (pacer, metrics) = pacer(2.0, Some(500));
         let start = Instant::now();
         let counts = with(&metrics.client_latency, 100, 5_000);
-        assert_eq!(pacer.step(start + WINDOW, Some(counts.clone())).0, 32);
-        assert_eq!(pacer.step(start + WINDOW * 2, Some(counts.clone())).0, 32);
-        assert_eq!(pacer.step(start + WINDOW + IDLE, Some(counts)).0, 40);
+        assert_eq!(pacer.step(start + WINDOW, Some(counts.clone())), pace(1, 5));
+        assert_eq!(
+            pacer.step(start + WINDOW * 2, Some(counts.clone())),
+            pace(1, 5)
+        );
+        assert_eq!(pacer.step(start + WINDOW + IDLE, Some(counts)), pace(1, 0));
         assert!(pacer.report()["why"]
             .as_str()
             .unwrap_or("")
@@ -337,7 +370,7 @@ mod tests {
             let counts = with(&metrics.client_latency, 100, 50_000);
             assert_eq!(
                 pacer.step(Instant::now() + WINDOW, Some(counts)),
-                (64, Duration::ZERO)
+                pace(4, 0)
             );
             assert!(pacer.report()["target_p99_ms"].is_null());
         }

@@ -49,6 +49,7 @@ impl Runner {
 
     /// Drives one run of `job` (one lease use is held by the caller and released here).
     pub async fn run(self: Arc<Self>, job: Arc<Job>) {
+        let workers = self.parallel_slots.min(job.slots_total.max(1));
         {
             let mut p = job.lock();
             p.state = JobState::Running;
@@ -58,16 +59,15 @@ impl Runner {
             p.started_at_ms.get_or_insert(now_ms());
             p.pace = Some(Arc::new(Pacer::new(
                 self.max_client_p99_ratio,
-                self.ctx.batch_slots,
+                workers,
                 &self.latency,
                 self.ctx.metrics.clone(),
             )));
         }
         self.registry.save(&job, true);
-        let workers = self.parallel_slots.min(job.slots_total.max(1));
         let mut tasks = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            tasks.push(tokio::spawn(self.clone().worker(job.clone())));
+        for index in 0..workers {
+            tasks.push(tokio::spawn(self.clone().worker(job.clone(), index)));
         }
         for task in tasks {
             if let Err(e) = task.await {
@@ -122,14 +122,20 @@ impl Runner {
     /// Takes slots off the job's queue until it is empty or the job must stop: slots a
     /// failed run (or batch) may have left open one by one first, then batches of one
     /// source and target.
-    async fn worker(self: Arc<Self>, job: Arc<Job>) {
+    async fn worker(self: Arc<Self>, job: Arc<Job>, index: usize) {
         let mut conns = Conns::new(self.ctx.settings.clone());
         loop {
             let pace = job.lock().pace.clone();
-            let batch_slots = match pace {
-                Some(pace) => pace.next_batch().await,
-                None => self.ctx.batch_slots,
-            };
+            if let Some(pace) = pace {
+                if !pace.admit(index).await {
+                    // Held back by the pacer: done when there is nothing left for it.
+                    let p = job.lock();
+                    if p.halted || p.stop != StopRequest::None || p.queue.is_empty() {
+                        return;
+                    }
+                    continue;
+                }
+            }
             let next = {
                 let mut p = job.lock();
                 if self.lease.is_lost() {
@@ -144,7 +150,7 @@ impl Runner {
                 } else if p.stop != StopRequest::None {
                     None
                 } else {
-                    take_batch(&mut p.queue, batch_slots)
+                    take_batch(&mut p.queue, self.ctx.batch_slots)
                 }
             };
             let Some(moves) = next else { return };
