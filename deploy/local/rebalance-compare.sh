@@ -6,11 +6,16 @@
 # `redis-cli --cluster rebalance --cluster-weight <id>=0`).
 # For each tool: a fresh cluster on loopback, a slotproxy in front of it, the same dataset loaded
 # through the proxy (strings, hashes and keys with TTLs), client traffic through the proxy
-# (repeated redis-benchmark runs) before and during the move, then checks: every loaded key
-# present, no open slot, client errors. Prints one table and the ratios against issue 19's goals
-# (slotproxy's wall time <= 1/3 of redis-cli's; the clients' p99 during <= 2x before).
+# (repeated redis-benchmark runs as background load, and a steady client timing each of its
+# requests, examples/steady_client.rs) before and during the move, then checks: every loaded
+# key present, no open slot, client errors. Prints one table and the ratios against issue 19's
+# goals (slotproxy's wall time <= 1/3 of redis-cli's; the steady client's p99 during the move
+# <= 2x its p99 in the 10 s before).
 # Bounded: stops by itself; everything it starts is stopped on exit.
-# Usage: [MODE=rebalance|drain] [BATCH_SLOTS=64] deploy/local/rebalance-compare.sh [keys]   (default 100000)
+# Usage: [MODE=rebalance|drain] [BATCH_SLOTS=64] [KEEP_STEADY=dir] [ONLY=slotproxy]
+#        deploy/local/rebalance-compare.sh [keys]   (default 100000)
+# KEEP_STEADY keeps each steady client's log (unix_ns latency_us ok|err) and the move's window
+# there; ONLY=slotproxy skips redis-cli (and the ratios), for looking into slotproxy alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -35,8 +40,10 @@ trap cleanup EXIT
 
 command -v redis-server >/dev/null || die "redis-server not found: run deploy/local/up.sh once or apt-get install -y redis-server"
 command -v curl >/dev/null || die "curl not found: apt-get install -y curl"
-(cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+(cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example steady_client) \
+  || die "cargo build --release failed"
 BIN="$ROOT/target/release/slotproxy"
+STEADY="$ROOT/target/release/examples/steady_client"
 
 cli() { redis-cli -h 127.0.0.1 -p "$@"; }
 
@@ -90,6 +97,9 @@ seeds = ["127.0.0.1:$base", "127.0.0.1:$((base + 1))"]
 [migration]
 data_dir = "$dir/data"
 batch_slots = ${BATCH_SLOTS:-64}
+parallel_slots = ${PARALLEL_SLOTS:-4}
+batch_keys = ${BATCH_KEYS:-100}
+max_client_p99_ratio = ${MAX_CLIENT_P99_RATIO:-2.0}
 [log]
 level = "warn"
 EOF
@@ -121,12 +131,25 @@ traffic() {
   done
 }
 
-# p99 of a traffic log: the median over its runs' p99 values (ms).
-median_p99() {
-  awk '/latency summary/ { getline; getline; print $5 }' "$1" | sort -n \
-    | awk '{ a[NR] = $1 } END { if (NR) print a[int((NR + 1) / 2)]; else print "n/a" }'
-}
 errors_in() { grep -c -i "error" "$1" || true; }
+
+# cpu_ms PID...: user + system CPU time (ms) the processes used so far.
+cpu_ms() {
+  local pid hz total=0
+  hz=$(getconf CLK_TCK)
+  for pid in "$@"; do
+    [ -r "/proc/$pid/stat" ] || continue
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo $((total * 1000 / hz))
+}
+
+# steady_p99 LOG FROM_NS TO_NS: the p99 (ms) of the steady client's requests sent in the window.
+steady_p99() {
+  awk -v a="$2" -v b="$3" '$1 >= a && $1 < b { print $2 }' "$1" | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit } i = int(NR * 0.99 + 0.999999); printf "%.2f\n", v[i] / 1000 }'
+}
+steady_errors() { awk '$3 != "ok"' "$1" | wc -l; }
 
 missing_keys() {
   local port=$1
@@ -142,9 +165,16 @@ run() {
   start_proxy "$base" "$port" "$admin"
   dataset | cli "$port" --pipe >/dev/null || die "loading the dataset failed"
   local before="$WORK/$tool-before.log" during="$WORK/$tool-during.log"
+  local steady="$WORK/$tool-steady.log"
+  # STEADY_NODE=i points the steady client at node i itself (its MOVED replies still time the
+  # node), to tell the node's own delay from the proxy's.
+  local steady_port=$port
+  [ -n "${STEADY_NODE:-}" ] && steady_port=$((base + STEADY_NODE))
+  "$STEADY" "127.0.0.1:$steady_port" "$steady" "$WORK/$tool-stop-steady" &
+  local spid=$!
   traffic "$port" "$before" "$WORK/$tool-stop-before" &
   local tpid=$!
-  sleep 5
+  sleep 11
   touch "$WORK/$tool-stop-before"
   wait "$tpid"
   traffic "$port" "$during" "$WORK/$tool-stop-during" &
@@ -152,20 +182,33 @@ run() {
   local start end moved last_id last_keys
   last_id=$(cli $((base + 3)) cluster myid)
   last_keys=$(cli $((base + 3)) dbsize)
+  local node_pids proxy_pid=${PIDS[-1]} cpu_nodes cpu_proxy
+  node_pids=$(cat "$WORK"/node-$base/redis.pid "$WORK"/node-$((base + 1))/redis.pid \
+    "$WORK"/node-$((base + 2))/redis.pid "$WORK"/node-$((base + 3))/redis.pid)
+  cpu_nodes=$(cpu_ms $node_pids)
+  cpu_proxy=$(cpu_ms "$proxy_pid")
   start=$(date +%s.%N)
+  local start_ns end_ns
+  start_ns=$(date +%s%N)
   if [ "$tool" = slotproxy ]; then
-    local id state request=(-XPOST "127.0.0.1:$admin/rebalance" -d '{"use_empty_masters":true}')
+    local id job state request=(-XPOST "127.0.0.1:$admin/rebalance" -d '{"use_empty_masters":true}')
     [ "$MODE" = drain ] && request=(-XPOST "127.0.0.1:$admin/nodes/127.0.0.1:$((base + 3))/drain")
     id=$(curl -fs "${request[@]}" | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -1)
     [ -n "$id" ] || die "POST /rebalance gave no job id"
     for _ in $(seq 3000); do
-      state=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' | head -1)
+      job=$(curl -fs "127.0.0.1:$admin/migrations/$id" | tr -d '\n')
+      state=$(echo "$job" | sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' | head -1)
+      # The pace over time: workers, pause and the clients' p99 the pacer saw.
+      echo "$job" | grep -o '"\(workers\|delay_ms\|client_p99_ms\)": *[0-9.a-z]*' | tr -d '" ' | tr '\n' ' ' >>"$WORK/pace.log"
+      echo >>"$WORK/pace.log"
       [ "$state" = running ] || [ "$state" = pending ] || break
-      sleep 0.2
+      sleep 0.1
     done
+    say "slotproxy's pace every 0.1 s: $(sort -u "$WORK/pace.log" | wc -l) distinct; $(tr '\n' '|' <"$WORK/pace.log" | tr -s ' ')"
     [ "$state" = completed ] || die "the slotproxy job ended $state"
     end=$(date +%s.%N)
     moved=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"keys_moved": *\([0-9]*\).*/\1/p' | head -1)
+    say "slotproxy's pace at the end: $(curl -fs "127.0.0.1:$admin/migrations/$id" | tr -d '\n' | grep -o '"pace": *{[^}]*}' | tr -s ' ')"
   else
     local how=(--cluster-use-empty-masters)
     [ "$MODE" = drain ] && how=(--cluster-weight "$last_id=0")
@@ -175,8 +218,15 @@ run() {
     moved=$(cli $((base + 3)) dbsize)
     [ "$MODE" = drain ] && moved=$((last_keys - moved))
   fi
-  touch "$WORK/$tool-stop-during"
+  end_ns=$(date +%s%N)
+  say "$tool: CPU during the move: redis nodes $(($(cpu_ms $node_pids) - cpu_nodes)) ms, proxy $(($(cpu_ms "$proxy_pid") - cpu_proxy)) ms (incl. client traffic)"
+  touch "$WORK/$tool-stop-during" "$WORK/$tool-stop-steady"
   wait "$tpid"
+  wait "$spid" || die "the steady client failed"
+  if [ -n "${KEEP_STEADY:-}" ]; then
+    mkdir -p "$KEEP_STEADY" && cp "$steady" "$KEEP_STEADY/$tool-steady.log"
+    echo "$start_ns $end_ns" >"$KEEP_STEADY/$tool-window"
+  fi
   local open missing counts wall p
   open=$(for p in $base $((base + 1)) $((base + 2)) $((base + 3)); do cli "$p" cluster nodes | grep myself; done | grep -c '\[' || true)
   missing=$(missing_keys "$port")
@@ -185,9 +235,9 @@ run() {
   done)
   wall=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.2f", e - s }')
   local pb pd errors
-  pb=$(median_p99 "$before")
-  pd=$(median_p99 "$during")
-  errors=$(errors_in "$during")
+  pb=$(steady_p99 "$steady" $((start_ns - 10000000000)) "$start_ns")
+  pd=$(steady_p99 "$steady" "$start_ns" "$end_ns")
+  errors=$(($(errors_in "$during") + $(steady_errors "$steady")))
   echo "$wall $pb $pd $errors $missing" >"$WORK/$tool.result"
   awk -v t="$tool" -v w="$wall" -v m="$moved" -v e="$errors" -v pb="$pb" -v pd="$pd" -v o="$open" \
     -v x="$missing" -v c="$counts" \
@@ -198,8 +248,9 @@ echo "$MODE of $KEYS keys, 4096 slots moved, on $(nproc) cores ($(sed -n 's/^mod
 printf '%-10s %8s %10s %9s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys moved" "keys/s" \
   "slots/s" "errors" "p99 before" "p99 during" "open" "missing" "slots per master"
 run slotproxy 7210 6391 9191
+if [ "${ONLY:-}" = slotproxy ]; then exit 0; fi
 run redis-cli 7220 6392 9192
-echo "(p99 in ms: median over 5,000-request redis-benchmark runs through the proxy, -c 10, SET+GET)"
+echo "(p99 in ms of the steady client, one SET or GET every 2 ms through the proxy: the 10 s before the move, and the move; background load: redis-benchmark -c 10 SET+GET runs)"
 read -r sp_wall sp_pb sp_pd sp_err sp_missing <"$WORK/slotproxy.result"
 read -r rc_wall _ <"$WORK/redis-cli.result"
 awk -v sw="$sp_wall" -v rw="$rc_wall" -v pb="$sp_pb" -v pd="$sp_pd" -v e="$sp_err" -v x="$sp_missing" 'BEGIN {
