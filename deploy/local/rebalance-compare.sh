@@ -6,13 +6,13 @@
 # `redis-cli --cluster rebalance --cluster-weight <id>=0`).
 # For each tool: a fresh cluster on loopback, a slotproxy in front of it, the same dataset loaded
 # through the proxy (strings, hashes and keys with TTLs), client traffic through the proxy
-# (repeated redis-benchmark runs as background load, and a steady client timing each of its
+# (a background load, LOAD=steady|benchmark below, and a steady client timing each of its
 # requests, examples/steady_client.rs) before and during the move, then checks: every loaded
 # key present, no open slot, client errors. Prints one table and the ratios against issue 19's
 # goals (slotproxy's wall time <= 1/3 of redis-cli's; the steady client's p99 during the move
 # <= 2x its p99 in the 10 s before).
 # Bounded: stops by itself; everything it starts is stopped on exit.
-# Usage: [MODE=rebalance|drain] [BATCH_SLOTS=64] [KEEP_STEADY=dir] [ONLY=slotproxy]
+# Usage: [MODE=rebalance|drain] [LOAD=steady|benchmark] [BATCH_SLOTS=64] [KEEP_STEADY=dir] [ONLY=slotproxy]
 #        deploy/local/rebalance-compare.sh [keys]   (default 100000)
 # KEEP_STEADY keeps each steady client's log (unix_ns latency_us ok|err) and the move's window
 # there; ONLY=slotproxy skips redis-cli (and the ratios), for looking into slotproxy alone.
@@ -22,7 +22,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 KEYS=${1:-100000}
 MODE=${MODE:-rebalance}
 case "$MODE" in rebalance | drain) ;; *) echo "rebalance-compare: MODE must be rebalance or drain" >&2; exit 2 ;; esac
-WORK=$(mktemp -d /tmp/slotproxy-compare.XXXXXX)
+case "${LOAD:-steady}" in steady | benchmark) ;; *) echo "rebalance-compare: LOAD must be steady or benchmark" >&2; exit 2 ;; esac
+WORK=$(mktemp -d "${WORK_BASE:-/tmp}/slotproxy-compare.XXXXXX")
 PIDS=()
 
 die() { echo "rebalance-compare: error: $*" >&2; exit 1; }
@@ -123,15 +124,22 @@ dataset() {
   }'
 }
 
-# traffic PORT OUT STOPFILE: redis-benchmark runs of 5000 requests until STOPFILE appears.
+# traffic PORT OUT STOPFILE: the background load until STOPFILE appears. LOAD=steady (default):
+# LOAD_CONNECTIONS (10) connections of the steady client, 500 requests/s each — a moderate load.
+# LOAD=benchmark: redis-benchmark runs (-c 10, as fast as they go), which on a small machine
+# leave no CPU idle, so that any extra work shows in every client's tail latency.
 traffic() {
   local port=$1 out=$2 stop=$3
-  while [ ! -e "$stop" ]; do
-    redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -r 100000 -c 10 -d 64 -n 5000 2>&1 | tr '\r' '\n' >>"$out" || true
-  done
+  if [ "${LOAD:-steady}" = benchmark ]; then
+    while [ ! -e "$stop" ]; do
+      redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -r 100000 -c 10 -d 64 -n 5000 2>&1 | tr '\r' '\n' >>"$out" || true
+    done
+  else
+    "$STEADY" "127.0.0.1:$port" "$out" "$stop" "${LOAD_CONNECTIONS:-10}" || echo "error: the background load failed" >>"$out"
+  fi
 }
 
-errors_in() { grep -c -i "error" "$1" || true; }
+errors_in() { grep -c -i -E "error| err$" "$1" || true; }
 
 # cpu_ms PID...: user + system CPU time (ms) the processes used so far.
 cpu_ms() {
@@ -250,7 +258,8 @@ printf '%-10s %8s %10s %9s %9s %8s %11s %11s %6s %8s  %s\n' tool "wall s" "keys 
 run slotproxy 7210 6391 9191
 if [ "${ONLY:-}" = slotproxy ]; then exit 0; fi
 run redis-cli 7220 6392 9192
-echo "(p99 in ms of the steady client, one SET or GET every 2 ms through the proxy: the 10 s before the move, and the move; background load: redis-benchmark -c 10 SET+GET runs)"
+if [ "${LOAD:-steady}" = benchmark ]; then load="redis-benchmark -c 10 SET+GET runs, as fast as they go"; else load="${LOAD_CONNECTIONS:-10} connections x 500 SET/GET per second"; fi
+echo "(p99 in ms of the steady client, one SET or GET every 2 ms through the proxy: the 10 s before the move, and the move; background load: $load)"
 read -r sp_wall sp_pb sp_pd sp_err sp_missing <"$WORK/slotproxy.result"
 read -r rc_wall _ <"$WORK/redis-cli.result"
 awk -v sw="$sp_wall" -v rw="$rc_wall" -v pb="$sp_pb" -v pd="$sp_pd" -v e="$sp_err" -v x="$sp_missing" 'BEGIN {

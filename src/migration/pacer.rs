@@ -77,11 +77,13 @@ impl LatencyHistory {
         }
     }
 
-    /// The clients' p99 from the oldest snapshot of the last ~10 s to `now`, if enough
+    /// The clients' p99 from the oldest snapshot of the last 10 s to `now`, if enough
     /// commands ran.
     pub fn baseline(&self, now: &LatencyCounts) -> Option<Duration> {
         let snapshots = self.snapshots.lock();
-        let (_, oldest) = snapshots.front()?;
+        // The oldest snapshot of the last 10 s, not one older: a bulk load that ended 11 s
+        // ago is not the clients' normal.
+        let (_, oldest) = snapshots.iter().find(|(at, _)| at.elapsed() <= BASELINE)?;
         let window = now.since(oldest);
         (window.total() >= MIN_BASELINE_COMMANDS)
             .then(|| window.quantile(0.99))
