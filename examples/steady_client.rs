@@ -9,7 +9,7 @@
 //! exists (or 30 minutes). Each line of OUT_FILE: `unix_ns latency_us ok|err`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -70,12 +70,7 @@ fn run(
     Ok(())
 }
 
-fn one_connection(
-    mut con: redis::Connection,
-    index: usize,
-    stop: &PathBuf,
-    tx: mpsc::Sender<Sample>,
-) {
+fn one_connection(mut con: redis::Connection, index: usize, stop: &Path, tx: mpsc::Sender<Sample>) {
     let started = Instant::now();
     let mut next = Instant::now();
     let mut i: u64 = 0;
