@@ -142,7 +142,8 @@ pub struct Metrics {
     /// `command_duration`'s series, indexed by `CommandGroup as usize`: resolved once, so
     /// observing a command costs no label lookup.
     durations: Vec<prometheus::Histogram>,
-    /// Every client command's latency, finely bucketed, for the migration pacer.
+    /// The latency of clients' key commands (reads, writes, split multi-key commands),
+    /// finely bucketed, for the migration pacer.
     pub client_latency: latency::LatencyHistogram,
     /// See [`REDIRECTS`]; label `kind`: moved, ask, tryagain, clusterdown.
     pub redirects: IntCounterVec,

@@ -1,6 +1,7 @@
 //! Moving many slots of one source and one target together: every step of the one-slot
 //! protocol ([`super::executor`]) goes out for all slots of the batch in one pipelined write
-//! per node, so a batch of 64 slots costs about a dozen round trips instead of some 700, and
+//! per node (the `MIGRATE`s in writes of about `batch_keys` keys, since each blocks the
+//! source), so a batch of 64 slots costs some dozens of round trips instead of some 700, and
 //! the nodes rewrite `nodes.conf` once per pipelined step instead of once per slot.
 //!
 //! The safety rules hold for every slot: `IMPORTING` on the target for all of them before
@@ -104,10 +105,10 @@ pub async fn plan(
         .await?;
     // Under a keys/s cap, a batch is at most about a second of work, so that a pause or a
     // cancel (taken between batches) is heard within about a second.
-    let mut budget = match ctx.throttle.rate() {
-        0 => ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES,
-        rate => (ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES).min(rate as usize),
-    };
+    let mut budget = ctx.batch_keys * KEY_BUDGET_IN_MIGRATE_BATCHES;
+    if ctx.throttle.rate() > 0 {
+        budget = budget.min(ctx.throttle.rate() as usize);
+    }
     let mut out = Plan::default();
     let mut counts = Vec::new();
     for (i, &slot) in slots.iter().enumerate() {
