@@ -8,11 +8,12 @@
 //! serving, and a warning names the point so that the test knows when to kill.
 
 /// Every failpoint of the migration executor, in the order a slot move passes them.
-pub const MIGRATION_STEPS: [&str; 6] = [
+pub const MIGRATION_STEPS: [&str; 7] = [
     "migration::after_importing",
     "migration::after_migrating",
     "migration::mid_migrate",
     "migration::before_target_node",
+    "migration::mid_target_node",
     "migration::after_target_node",
     "migration::after_source_node",
 ];

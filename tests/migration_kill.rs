@@ -62,6 +62,16 @@ fn assert_frozen_state(step: &str, source: &Node, target: &Node) {
         "migration::before_target_node" => {
             importing && migrating && !target_owns && count_in_slot(source, 0) == 0
         }
+        // In a batch, after the target's first (epoch-bumping) NODE: slot 0 is the target's,
+        // slot 1 still importing there.
+        "migration::mid_target_node" => {
+            let (owns_1, marks_1) = view_of(target, 1);
+            target_owns
+                && !importing
+                && migrating
+                && !owns_1
+                && marks_1.iter().any(|m| m.contains("-<-"))
+        }
         "migration::after_target_node" => target_owns && !importing && migrating,
         "migration::after_source_node" => target_owns && !source_owns && !migrating,
         other => panic!("unknown step {other}"),
@@ -85,12 +95,15 @@ fn kill_at(step: &str) {
     );
 
     let failpoint = format!("{step}=1*return");
-    let mut migrator = ProxyProcess::launch_with_env(
-        &cluster,
-        "",
-        "batch_keys = 5\nparallel_slots = 1\nlease_ttl_ms = 2000\nmax_keys_per_second = 500",
-        &[("FAILPOINTS", &failpoint)],
-    );
+    // Small MIGRATEs, so that a slot takes several (mid_migrate); between the target's two
+    // NODE writes, a batch of several slots (its key budget is ten MIGRATEs).
+    let settings = if step == "migration::mid_target_node" {
+        "batch_keys = 100\nparallel_slots = 1\nlease_ttl_ms = 2000\nmax_keys_per_second = 500"
+    } else {
+        "batch_keys = 5\nparallel_slots = 1\nlease_ttl_ms = 2000\nmax_keys_per_second = 500"
+    };
+    let mut migrator =
+        ProxyProcess::launch_with_env(&cluster, "", settings, &[("FAILPOINTS", &failpoint)]);
     let body = format!(
         r#"{{"slots":"{SLOTS}","from":"{}","to":"{}"}}"#,
         source.id, target.id
@@ -174,6 +187,11 @@ fn killed_mid_migrate() {
 #[test]
 fn killed_before_the_targets_setslot_node() {
     kill_at("migration::before_target_node");
+}
+
+#[test]
+fn killed_between_the_targets_first_and_other_setslot_nodes() {
+    kill_at("migration::mid_target_node");
 }
 
 #[test]
