@@ -14,8 +14,10 @@
 # Bounded: stops by itself; everything it starts is stopped on exit.
 # Usage: [MODE=rebalance|drain] [LOAD=steady|benchmark] [BATCH_SLOTS=64] [KEEP_STEADY=dir] [ONLY=slotproxy]
 #        deploy/local/rebalance-compare.sh [keys]   (default 100000)
-# KEEP_STEADY keeps each steady client's log (unix_ns latency_us ok|err) and the move's window
-# there; ONLY=slotproxy skips redis-cli (and the ratios), for looking into slotproxy alone.
+# KEEP_STEADY keeps each steady client's log (unix_ns latency_us ok|err), the move's window
+# and the proxy's log there (LOG_LEVEL sets the proxy's filter, e.g.
+# "warn,slotproxy::migration=debug" to line the steps of each batch up with the slow
+# requests); ONLY=slotproxy skips redis-cli (and the ratios), for looking into slotproxy alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,7 +32,8 @@ die() { echo "rebalance-compare: error: $*" >&2; exit 1; }
 say() { echo "rebalance-compare: $*" >&2; }
 
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # Background functions (the load) are subshells: their children go first.
+  for pid in "${PIDS[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
   for dir in "$WORK"/node-*; do
     [ -f "$dir/redis.pid" ] && kill "$(cat "$dir/redis.pid")" 2>/dev/null || true
   done
@@ -102,7 +105,7 @@ parallel_slots = ${PARALLEL_SLOTS:-4}
 batch_keys = ${BATCH_KEYS:-100}
 max_client_p99_ratio = ${MAX_CLIENT_P99_RATIO:-2.0}
 [log]
-level = "warn"
+level = "${LOG_LEVEL:-warn}"
 EOF
   "$BIN" --config "$dir/proxy.toml" >"$dir/proxy.log" 2>&1 &
   PIDS+=($!)
@@ -171,6 +174,7 @@ run() {
   say "$tool: starting a cluster on $base-$((base + 3)) and a proxy on $port"
   start_cluster "$base"
   start_proxy "$base" "$port" "$admin"
+  local proxy_pid=${PIDS[-1]}
   dataset | cli "$port" --pipe >/dev/null || die "loading the dataset failed"
   local before="$WORK/$tool-before.log" during="$WORK/$tool-during.log"
   local steady="$WORK/$tool-steady.log"
@@ -180,17 +184,20 @@ run() {
   [ -n "${STEADY_NODE:-}" ] && steady_port=$((base + STEADY_NODE))
   "$STEADY" "127.0.0.1:$steady_port" "$steady" "$WORK/$tool-stop-steady" &
   local spid=$!
+  PIDS+=("$spid")
   traffic "$port" "$before" "$WORK/$tool-stop-before" &
   local tpid=$!
+  PIDS+=("$tpid")
   sleep 11
   touch "$WORK/$tool-stop-before"
   wait "$tpid"
   traffic "$port" "$during" "$WORK/$tool-stop-during" &
   tpid=$!
+  PIDS+=("$tpid")
   local start end moved last_id last_keys
   last_id=$(cli $((base + 3)) cluster myid)
   last_keys=$(cli $((base + 3)) dbsize)
-  local node_pids proxy_pid=${PIDS[-1]} cpu_nodes cpu_proxy
+  local node_pids cpu_nodes cpu_proxy
   node_pids=$(cat "$WORK"/node-$base/redis.pid "$WORK"/node-$((base + 1))/redis.pid \
     "$WORK"/node-$((base + 2))/redis.pid "$WORK"/node-$((base + 3))/redis.pid)
   cpu_nodes=$(cpu_ms $node_pids)
@@ -203,16 +210,24 @@ run() {
     [ "$MODE" = drain ] && request=(-XPOST "127.0.0.1:$admin/nodes/127.0.0.1:$((base + 3))/drain")
     id=$(curl -fs "${request[@]}" | sed -n 's/.*"id": *"\([^"]*\)".*/\1/p' | head -1)
     [ -n "$id" ] || die "POST /rebalance gave no job id"
-    for _ in $(seq 3000); do
-      job=$(curl -fs "127.0.0.1:$admin/migrations/$id" | tr -d '\n')
-      state=$(echo "$job" | sed -n 's/.*"state": *"\([a-z]*\)".*/\1/p' | head -1)
-      # The pace over time: workers, pause and the clients' p99 the pacer saw.
-      echo "$job" | grep -o '"\(workers\|delay_ms\|client_p99_ms\)": *[0-9.a-z]*' | tr -d '" ' | tr '\n' ' ' >>"$WORK/pace.log"
-      echo >>"$WORK/pace.log"
+    # Polled with one curl per 0.2 s and bash builtins only: on a small machine a pipeline
+    # of tools per poll costs the clients CPU that redis-cli's run does not pay.
+    : >"$WORK/jobs.log"
+    for _ in $(seq 9000); do
+      curl -fs "127.0.0.1:$admin/migrations/$id" >"$WORK/job.json" || true
+      job=""
+      IFS= read -r -d '' job <"$WORK/job.json" || true
+      printf '%s\n' "${job//$'\n'/}" >>"$WORK/jobs.log"
+      state=""
+      [[ $job =~ \"state\":\ *\"([a-z]+)\" ]] && state=${BASH_REMATCH[1]}
       [ "$state" = running ] || [ "$state" = pending ] || break
-      sleep 0.1
+      sleep 0.2
     done
-    say "slotproxy's pace every 0.1 s: $(sort -u "$WORK/pace.log" | wc -l) distinct; $(tr '\n' '|' <"$WORK/pace.log" | tr -s ' ')"
+    # The pace over time: workers, pause and the clients' p99 the pacer saw.
+    grep -o '"pace": *{[^}]*}' "$WORK/jobs.log" \
+      | sed 's/.*"workers": *\([0-9]*\).*"delay_ms": *\([0-9]*\).*"client_p99_ms": *\([0-9.a-z]*\).*/workers:\1 delay_ms:\2 client_p99_ms:\3/' \
+      >"$WORK/pace.log" || true
+    say "slotproxy's pace every 0.2 s: $(sort -u "$WORK/pace.log" | wc -l) distinct; $(tr '\n' '|' <"$WORK/pace.log" | tr -s ' ')"
     [ "$state" = completed ] || die "the slotproxy job ended $state"
     end=$(date +%s.%N)
     moved=$(curl -fs "127.0.0.1:$admin/migrations/$id" | sed -n 's/.*"keys_moved": *\([0-9]*\).*/\1/p' | head -1)
@@ -233,6 +248,7 @@ run() {
   wait "$spid" || die "the steady client failed"
   if [ -n "${KEEP_STEADY:-}" ]; then
     mkdir -p "$KEEP_STEADY" && cp "$steady" "$KEEP_STEADY/$tool-steady.log"
+    cp "$WORK/proxy-$port/proxy.log" "$KEEP_STEADY/$tool-proxy.log" 2>/dev/null || true
     echo "$start_ns $end_ns" >"$KEEP_STEADY/$tool-window"
   fi
   local open missing counts wall p
