@@ -62,13 +62,13 @@ fn assert_frozen_state(step: &str, source: &Node, target: &Node) {
         "migration::before_target_node" => {
             importing && migrating && !target_owns && count_in_slot(source, 0) == 0
         }
-        // In a batch, after the target's first (epoch-bumping) NODE: slot 0 is the target's,
-        // slot 1 still importing there.
+        // In a batch, after the target's CLUSTER BUMPEPOCH: no slot assigned yet.
         "migration::mid_target_node" => {
             let (owns_1, marks_1) = view_of(target, 1);
-            target_owns
-                && !importing
+            importing
                 && migrating
+                && !target_owns
+                && count_in_slot(source, 0) == 0
                 && !owns_1
                 && marks_1.iter().any(|m| m.contains("-<-"))
         }

@@ -97,6 +97,10 @@ pub async fn plan(
     to: &Endpoint,
     slots: &[u16],
 ) -> Result<Plan, MoveError> {
+    tracing::debug!(
+        slots = slots.len(),
+        "step 0: ROLE of both ends, COUNTKEYSINSLOT and GETKEYSINSLOT of every slot"
+    );
     ensure_master(ctx, conns, from).await?;
     ensure_master(ctx, conns, to).await?;
     let commands: Vec<Vec<Vec<u8>>> = slots
@@ -150,6 +154,7 @@ pub async fn plan(
         });
     }
     let all: Vec<Bytes> = out.slots.iter().flat_map(|p| p.keys.clone()).collect();
+    tracing::debug!(keys = all.len(), "step 0: MEMORY USAGE of the listed keys");
     let sizes = bigkeys::sizes(ctx, conns, &from.addr, &all).await?;
     let mut offset = 0;
     let mut kept = Vec::with_capacity(out.slots.len());
@@ -395,19 +400,22 @@ async fn migrate_one(
 ///
 /// `SETSLOT NODE` to itself of a slot the target is importing bumps the target's config
 /// epoch (when it is not already the cluster's greatest) and broadcasts a PONG to every
-/// node, and every node scans all 16,384 slots for each such PONG: 64 of them at once
-/// stall every node of the cluster for milliseconds (measured with empty slots: a steady
-/// client's p99 at a bystander node 0.3 → 4.5 ms, 0.7 ms this way). So one importing slot
-/// goes first, alone: its bump makes the target's epoch the greatest. Only once it is
-/// done, each other slot but one is marked `STABLE` (its importing marker cleared) and
-/// assigned, one write for all, which claims it under that greatest epoch without a
-/// broadcast; the last slot of that write is assigned with its marker, and its broadcast
-/// tells every node (the target's replicas too) of all of them at once. Two broadcasts per
-/// batch instead of one per slot. No slot is ever claimed under an epoch below the source's
-/// (gossip would hand it back to the source and the target would delete its keys). A slot
-/// between its `STABLE` and `NODE` sends an `ASKING` client back to the source, which,
-/// empty and `MIGRATING`, sends it to the target again: no write lands anywhere, and the
-/// one-slot repair finishes a slot a crash left there (its source is still `MIGRATING`).
+/// node, and every node scans all 16,384 slots for each such PONG and rewrites and fsyncs
+/// its `nodes.conf`: 64 of them at once stall every node of the cluster for milliseconds
+/// (measured with empty slots: a steady client's p99 at a bystander node 0.3 → 4.5 ms, 0.7
+/// ms this way). So the epoch is bumped first, alone (`CLUSTER BUMPEPOCH`, which makes the
+/// target's epoch the greatest without a broadcast; where that command is refused, the
+/// first slot's own `NODE` does it). Only once that is done, each slot but the last is
+/// marked `STABLE` (its importing marker cleared) and assigned, one write for all, which
+/// claims it under that greatest epoch without a broadcast; the last is assigned with its
+/// marker, and its one broadcast tells every node (the target's replicas too: Redis 7.0
+/// does not replicate `SETSLOT`, and a replica promoted before it heard of a slot would
+/// leave it to its dead master, the cluster down) of all of them at once. No slot is ever
+/// claimed under an epoch below the source's (gossip would hand it back to the source and
+/// the target would delete its keys). A slot between its `STABLE` and `NODE` sends an
+/// `ASKING` client back to the source, which, empty and `MIGRATING`, sends it to the target
+/// again: no write lands anywhere, and the one-slot repair finishes a slot a crash left
+/// there (its source is still `MIGRATING`).
 async fn target_node(
     ctx: &MoveContext,
     conns: &mut Conns,
@@ -416,40 +424,43 @@ async fn target_node(
     to: &Endpoint,
     state: &mut [Progress],
 ) -> Result<(), MoveError> {
-    let bump = ready.iter().copied().find(|&i| !state[i].owned);
-    let mut sent: Vec<(usize, Vec<Vec<Vec<u8>>>)> = Vec::new();
-    if let Some(first) = bump {
-        let command = vec![setslot(batch[first].slot, "NODE", &to.id)];
-        send_node(ctx, conns, batch, &[(first, command)], to, state).await?;
-        if let Some(e) = &state[first].failed {
-            // Without the bump the others would be claimed under an old epoch: they stay
-            // open for the runner to finish one by one.
-            let why = format!(
-                "not assigned: SETSLOT NODE of slot {} failed first ({e})",
-                batch[first].slot
-            );
-            for &i in ready.iter().filter(|&&i| i != first) {
-                state[i].failed = Some(MoveError::Retry(why.clone()));
+    let importing: Vec<usize> = ready.iter().copied().filter(|&i| !state[i].owned).collect();
+    // The slot whose own NODE bumped the epoch, when BUMPEPOCH is refused.
+    let mut bumped_by = None;
+    if importing.len() > 1 {
+        let bump = [vec![b"CLUSTER".to_vec(), b"BUMPEPOCH".to_vec()]];
+        let reply = ctx
+            .pipeline(conns, &to.addr, &bump, ctx.call_timeout)
+            .await?;
+        if let Some(Err(text)) = reply.first() {
+            tracing::debug!(node = %to.addr, error = %text, "CLUSTER BUMPEPOCH refused: the first slot's NODE bumps the epoch");
+            let first = importing[0];
+            let command = vec![setslot(batch[first].slot, "NODE", &to.id)];
+            send_node(ctx, conns, batch, &[(first, command)], to, state).await?;
+            if let Some(e) = &state[first].failed {
+                // Without the bump the others would be claimed under an old epoch: they
+                // stay open for the runner to finish one by one.
+                let why = format!(
+                    "not assigned: SETSLOT NODE of slot {} failed first ({e})",
+                    batch[first].slot
+                );
+                for &i in ready.iter().filter(|&&i| i != first) {
+                    state[i].failed = Some(MoveError::Retry(why.clone()));
+                }
+                return Ok(());
             }
-            return Ok(());
+            bumped_by = Some(first);
         }
     }
-    // Batches only: the first slot is the target's, the others still importing.
+    // Batches only: the target's epoch is bumped, every slot still to assign.
     freeze_at("migration::mid_target_node").await;
-    // The last importing slot keeps its marker: its NODE, last in the write, broadcasts the
-    // target's whole new set of slots at once, the target's replicas among the receivers
-    // (Redis 7.0 does not replicate SETSLOT: a replica promoted before it heard of a slot
-    // would leave it to its dead master, and the cluster down).
-    let broadcast = ready
-        .iter()
-        .copied()
-        .rev()
-        .find(|&i| !state[i].owned && Some(i) != bump);
+    let broadcast = importing.last().copied().filter(|&i| Some(i) != bumped_by);
     let rest = ready
         .iter()
         .copied()
-        .filter(|&i| Some(i) != bump && Some(i) != broadcast)
+        .filter(|&i| Some(i) != bumped_by && Some(i) != broadcast)
         .chain(broadcast);
+    let mut sent: Vec<(usize, Vec<Vec<Vec<u8>>>)> = Vec::new();
     for i in rest {
         let slot = batch[i].slot;
         let node = setslot(slot, "NODE", &to.id);

@@ -159,14 +159,14 @@ impl Runner {
                 [one] => self.move_one(&mut conns, &job, one).await,
                 _ => {
                     // The journal names every slot of the batch before any is opened.
-                    self.registry.save(&job, true);
+                    self.registry.save_off_runtime(&job, true).await;
                     self.publish();
                     let span = tracing::info_span!("batch_move", job = %job.id, slots = %slot_list(&moves), from = %moves[0].from, to = %moves[0].to);
                     tracing::Instrument::instrument(self.move_many(&mut conns, &job, moves), span)
                         .await;
                 }
             }
-            self.registry.save(&job, false);
+            self.registry.save_off_runtime(&job, false).await;
             self.publish();
         }
     }
