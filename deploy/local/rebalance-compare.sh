@@ -155,6 +155,12 @@ cpu_ms() {
   echo $((total * 1000 / hz))
 }
 
+# steal_ms: CPU time (ms, all CPUs) the hypervisor gave to others so far. On a shared virtual
+# machine it tells a noisy run (p99 before the move far above its usual) from a fair one.
+steal_ms() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { print int($9 * 1000 / hz) }' /proc/stat
+}
+
 # steady_p99 LOG FROM_NS TO_NS: the p99 (ms) of the steady client's requests sent in the window.
 steady_p99() {
   awk -v a="$2" -v b="$3" '$1 >= a && $1 < b { print $2 }' "$1" | sort -n \
@@ -188,6 +194,8 @@ run() {
   traffic "$port" "$before" "$WORK/$tool-stop-before" &
   local tpid=$!
   PIDS+=("$tpid")
+  local steal_before steal_start
+  steal_before=$(steal_ms)
   sleep 11
   touch "$WORK/$tool-stop-before"
   wait "$tpid"
@@ -202,6 +210,7 @@ run() {
     "$WORK"/node-$((base + 2))/redis.pid "$WORK"/node-$((base + 3))/redis.pid)
   cpu_nodes=$(cpu_ms $node_pids)
   cpu_proxy=$(cpu_ms "$proxy_pid")
+  steal_start=$(steal_ms)
   start=$(date +%s.%N)
   local start_ns end_ns
   start_ns=$(date +%s%N)
@@ -243,6 +252,9 @@ run() {
   fi
   end_ns=$(date +%s%N)
   say "$tool: CPU during the move: redis nodes $(($(cpu_ms $node_pids) - cpu_nodes)) ms, proxy $(($(cpu_ms "$proxy_pid") - cpu_proxy)) ms (incl. client traffic)"
+  local steal_end
+  steal_end=$(steal_ms)
+  say "$tool: CPU stolen by the host: $((steal_start - steal_before)) ms in the ~11 s before the move, $((steal_end - steal_start)) ms during it (a quiet host: near 0)"
   touch "$WORK/$tool-stop-during" "$WORK/$tool-stop-steady"
   wait "$tpid"
   wait "$spid" || die "the steady client failed"
