@@ -192,6 +192,16 @@ pub async fn follow_failovers(ctx: &MoveContext, job: &Job) -> Vec<String> {
         replaced.insert(id, replacement);
     }
     let replacement = |id: &str| replaced.get(id).cloned().flatten();
+    // A source the map no longer lists as a master, whose successor nobody named (it could not
+    // be asked, and the shard lists lag): each of its slots starts from the slot's owner now.
+    let in_map = |id: &str| snapshot.map.nodes.iter().any(|n| n.id == id);
+    let owner_of = |slot: u16| {
+        snapshot
+            .map
+            .owner(slot)
+            .and_then(|i| snapshot.map.nodes.get(i))
+            .map(|n| n.id.clone())
+    };
     // (what changed, old node, new node) → slots, for one note per change.
     let mut changes: Vec<(Change, Vec<u16>)> = Vec::new();
     let mut note = |what: &'static str, old: &str, new: &str, slot: u16| {
@@ -208,7 +218,9 @@ pub async fn follow_failovers(ctx: &MoveContext, job: &Job) -> Vec<String> {
             note("target", &m.to, &master, m.slot);
             m.to = master;
         }
-        if let Some(master) = replacement(&m.from) {
+        if let Some(master) =
+            replacement(&m.from).or_else(|| (!in_map(&m.from)).then(|| owner_of(m.slot)).flatten())
+        {
             note("source", &m.from, &master, m.slot);
             m.from = master;
         }
