@@ -421,24 +421,19 @@ async fn migrate_one(
 
 /// `SETSLOT NODE` on the target for the `ready` slots of a batch.
 ///
-/// `SETSLOT NODE` to itself of a slot the target is importing bumps the target's config
-/// epoch (when it is not already the cluster's greatest) and broadcasts a PONG to every
-/// node, and every node scans all 16,384 slots for each such PONG and rewrites and fsyncs
-/// its `nodes.conf`: 64 of them at once stall every node of the cluster for milliseconds
-/// (measured with empty slots: a steady client's p99 at a bystander node 0.3 → 4.5 ms, 0.7
-/// ms this way). So the epoch is bumped first, alone (`CLUSTER BUMPEPOCH`, which makes the
-/// target's epoch the greatest without a broadcast; where that command is refused, the
-/// first slot's own `NODE` does it). Only once that is done, each slot but the last is
-/// marked `STABLE` (its importing marker cleared) and assigned, one write for all, which
-/// claims it under that greatest epoch without a broadcast; the last is assigned with its
-/// marker, and its one broadcast tells every node (the target's replicas too: Redis 7.0
-/// does not replicate `SETSLOT`, and a replica promoted before it heard of a slot would
-/// leave it to its dead master, the cluster down) of all of them at once. No slot is ever
-/// claimed under an epoch below the source's (gossip would hand it back to the source and
-/// the target would delete its keys). A slot between its `STABLE` and `NODE` sends an
-/// `ASKING` client back to the source, which, empty and `MIGRATING`, sends it to the target
-/// again: no write lands anywhere, and the one-slot repair finishes a slot a crash left
-/// there (its source is still `MIGRATING`).
+/// `SETSLOT NODE` to itself of a slot the target imports bumps its config epoch and
+/// broadcasts a PONG; every node scans all 16,384 slots for each and rewrites and fsyncs
+/// `nodes.conf`: 64 at once stalled every node for milliseconds (a bystander's p99 0.3 →
+/// 4.5 ms with empty slots; 0.7 ms this way). So first `CLUSTER BUMPEPOCH` alone makes the
+/// target's epoch the greatest without a broadcast (where it is refused, the first slot's
+/// own `NODE` does it); then one write marks each slot but the last `STABLE` and assigns
+/// it, claiming it under that epoch silently, and the last one's plain `NODE` broadcasts
+/// them all (to the target's replicas too: Redis 7.0 does not replicate `SETSLOT`, and a
+/// replica promoted unaware of a slot leaves it to its dead master). No slot is claimed
+/// under an epoch below the source's (gossip would hand it back and the target would
+/// delete its keys). Between its `STABLE` and `NODE` a slot sends `ASKING` clients back to
+/// the empty, `MIGRATING` source, which sends them to the target again: no write lands,
+/// and the one-slot repair finishes a slot a crash left there.
 async fn target_node(
     ctx: &MoveContext,
     conns: &mut Conns,
