@@ -32,6 +32,7 @@
 // Reliability).
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod admin;
 pub mod cluster;
 pub mod config;
@@ -155,7 +156,9 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         next_client_id: AtomicU64::new(1),
         listen_port: client_addr.port(),
         scripts: proxy::scripts::ScriptCache::default(),
-        auth: config.auth.clone(),
+        acl: Arc::new(acl::Acl::new(proxy::acl_users::users_from_config(
+            &config.auth,
+        ))),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
         admin_commands: config.compat.admin_commands,
         idle_timeout: (config.proxy.idle_timeout_secs > 0)

@@ -18,6 +18,11 @@ const MAX_LINES: usize = 600;
 
 /// `(files under this module, may not use this module)`: the layers.
 const FORBIDDEN: &[(&str, &str)] = &[
+    ("acl", "proxy"),
+    ("acl", "cluster"),
+    ("acl", "upstream"),
+    ("acl", "migration"),
+    ("acl", "admin"),
     ("cluster", "proxy"),
     ("cluster", "migration"),
     ("cluster", "admin"),

@@ -31,6 +31,8 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "slotproxy_client_tls_handshake_failure
 pub const IDLE_TIMEOUTS: &str = "slotproxy_client_idle_timeouts_total";
 /// Failed AUTH and HELLO … AUTH attempts.
 pub const AUTH_FAILURES: &str = "slotproxy_client_auth_failures_total";
+/// Commands the proxy's ACL rules denied, by what was denied.
+pub const ACL_DENIALS: &str = "slotproxy_acl_denials_total";
 /// Subscribers disconnected for falling behind their messages.
 pub const PUBSUB_OUTPUT_LIMIT: &str = "slotproxy_pubsub_output_limit_disconnects_total";
 /// `CONFIG GET`s the masters answered differently (admin mode).
@@ -122,6 +124,8 @@ pub struct Metrics {
     pub auth_failures: IntCounter,
     /// See [`IDLE_TIMEOUTS`].
     pub idle_timeouts: IntCounter,
+    /// See [`ACL_DENIALS`]; label `reason`: command, key or channel.
+    pub acl_denials: IntCounterVec,
     /// See [`TLS_HANDSHAKE_FAILURES`].
     pub tls_handshake_failures: IntCounter,
     /// See [`PUBSUB_OUTPUT_LIMIT`].
@@ -229,6 +233,7 @@ impl Metrics {
             protocol_errors: counter(PROTOCOL_ERRORS, "Clients disconnected for protocol errors."),
             tls_handshake_failures: counter(TLS_HANDSHAKE_FAILURES, "TLS client handshakes that failed (bad or missing client certificate, wrong protocol) or timed out."),
             idle_timeouts: counter(IDLE_TIMEOUTS, "Clients closed after proxy.idle_timeout_secs without sending anything."),
+            acl_denials: counters(ACL_DENIALS, "Commands denied by the proxy's ACL rules (-NOPERM); they reached no node.", &["reason"]),
             auth_failures: counter(AUTH_FAILURES, "Failed AUTH and HELLO AUTH attempts (each connection's later failures are answered more and more slowly)."),
             pubsub_output_limit_disconnects: counter(
                 PUBSUB_OUTPUT_LIMIT,

@@ -9,6 +9,7 @@ pub use super::policy::{
     admin_mode_refusal, Admin, Join, Local, Policy, PubSubCommand, Refusal, Timeout, TxnCommand,
 };
 
+use super::acl_catalog::{categories_of, command_id, Catalog, CatalogEntry};
 use super::keyspec::{self, KeyPositions, KeySpec, LegacyKeys};
 use super::policy::override_for;
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub struct CommandInfo {
     pub subcommands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
     /// What the proxy does with it.
     pub policy: Policy,
+    /// Its bit in ACL command bitmaps (see [`super::acl_catalog::command_id`]).
+    pub acl_id: Option<u16>,
     /// This command's `slotproxy_commands_total{result="ok"}` series, resolved on first use:
     /// the per-command hot path then skips the label hashing (see `Metrics::observe_command`).
     pub ok_count: std::sync::OnceLock<prometheus::IntCounter>,
@@ -49,6 +52,19 @@ impl CommandInfo {
         } else {
             argc >= -self.arity
         }
+    }
+
+    /// The keys of this call with the access ACL checks require of each; where the specs
+    /// cannot tell, the legacy key range, each key read and written.
+    pub fn acl_keys(&self, args: &[Bytes]) -> Vec<(usize, u8)> {
+        keyspec::acl_keys(&self.specs, self.legacy, self.movable_keys, args).unwrap_or_else(|| {
+            let all = keyspec::KEY_READ | keyspec::KEY_WRITE;
+            keyspec::acl_keys(&[], self.legacy, false, args)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, _)| (p, all))
+                .collect()
+        })
     }
 
     /// Where the keys of this call are.
@@ -214,6 +230,8 @@ pub enum Lookup<'a> {
 #[derive(Debug, Default)]
 pub struct CommandTable {
     commands: HashMap<Box<[u8]>, Arc<CommandInfo>>,
+    /// The same commands as ACL rules see them, in reply order.
+    catalog: Catalog,
 }
 
 impl CommandTable {
@@ -237,15 +255,34 @@ impl CommandTable {
             return Err(CommandTableError::NotAList(format!("{:?}", frame.as_str())));
         };
         let mut commands = HashMap::new();
+        let mut catalog = Catalog::default();
         for entry in &entries {
             if let Some(info) = parse_entry(entry, None) {
+                let parent = catalog.add_command(catalog_entry(entry, &info));
+                if let BytesFrame::Array(fields) = entry {
+                    if let Some(BytesFrame::Array(subs)) = fields.get(9) {
+                        for sub in subs {
+                            if let Some(name) = entry_name(sub) {
+                                let short = name.rsplit('|').next().unwrap_or(&name);
+                                if let Some(sub_info) = info.subcommands.get(short.as_bytes()) {
+                                    catalog.add_subcommand(parent, catalog_entry(sub, sub_info));
+                                }
+                            }
+                        }
+                    }
+                }
                 commands.insert(info.name.as_bytes().into(), Arc::new(info));
             }
         }
         if commands.is_empty() {
             return Err(CommandTableError::Empty);
         }
-        Ok(CommandTable { commands })
+        Ok(CommandTable { commands, catalog })
+    }
+
+    /// The commands as ACL rules see them.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// Number of top-level commands.
@@ -292,6 +329,40 @@ fn lowercase_lookup<'a>(
     map.get(&*lower)
 }
 
+fn entry_name(entry: &BytesFrame) -> Option<String> {
+    match entry {
+        BytesFrame::Array(fields) => Some(fields.first()?.as_str()?.to_lowercase()),
+        _ => None,
+    }
+}
+
+/// The ACL view of one `COMMAND` entry: its categories (field 6) and flags.
+fn catalog_entry(entry: &BytesFrame, info: &CommandInfo) -> CatalogEntry {
+    let strings = |i: usize| -> Vec<String> {
+        match entry {
+            BytesFrame::Array(fields) => match fields.get(i) {
+                Some(BytesFrame::Array(items)) => items
+                    .iter()
+                    .filter_map(|f| f.as_str())
+                    .map(str::to_lowercase)
+                    .collect(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    };
+    let flags = strings(2);
+    CatalogEntry {
+        name: info.name.clone(),
+        id: info.acl_id,
+        categories: categories_of(strings(6).iter().map(String::as_str)),
+        parent: None,
+        subcommands: Vec::new(),
+        no_auth: flags.iter().any(|f| f == "no_auth"),
+        module: flags.iter().any(|f| f == "module"),
+    }
+}
+
 /// Reads one `COMMAND` entry: name, arity, flags, first, last, step, acl, tips, specs, subs.
 fn parse_entry(entry: &BytesFrame, parent: Option<(&str, Policy)>) -> Option<CommandInfo> {
     let BytesFrame::Array(fields) = entry else {
@@ -326,6 +397,7 @@ fn parse_entry(entry: &BytesFrame, parent: Option<(&str, Policy)>) -> Option<Com
         },
         subcommands: HashMap::new(),
         policy,
+        acl_id: command_id(&name),
         name,
         ok_count: Default::default(),
     };

@@ -61,6 +61,13 @@ pub struct KeySpec {
     pub find: FindKeys,
     /// Redis says this spec may miss keys (e.g. SORT … STORE).
     pub incomplete: bool,
+    /// Flagged `not_key`: found like a key (and routed by it) but not a key for ACLs.
+    pub not_key: bool,
+    /// What ACLs require of the key: [`KEY_READ`], [`KEY_WRITE`] or both (neither: any
+    /// pattern will do, as for EXISTS).
+    pub access: u8,
+    /// Flagged `variable_flags`: the access depends on the arguments (SET … GET, BITFIELD).
+    pub variable: bool,
 }
 
 /// The answer to "where are the keys of this call?".
@@ -96,64 +103,145 @@ pub fn key_positions(
         }
         return KeyPositions::Known(legacy_positions(legacy, args.len()));
     }
-    let argc = args.len() as i64;
     let mut keys = Vec::new();
     for spec in specs {
-        if spec.incomplete {
-            return KeyPositions::AskCluster;
-        }
-        let first = match &spec.begin {
-            BeginSearch::Index(i) => *i as i64,
-            BeginSearch::Keyword { keyword, startfrom } => {
-                match find_keyword(args, keyword, *startfrom) {
-                    Some(i) => i + 1,
-                    None => continue,
-                }
-            }
-            BeginSearch::Unknown => return KeyPositions::AskCluster,
-        };
-        let (first, last, step) = match &spec.find {
-            FindKeys::Range {
-                lastkey,
-                keystep,
-                limit,
-            } => {
-                let last = if *lastkey >= 0 {
-                    first + lastkey
-                } else if *limit <= 1 {
-                    argc + lastkey
-                } else {
-                    first + ((argc - first) / limit + lastkey)
-                };
-                (first, last, *keystep as i64)
-            }
-            FindKeys::KeyNum {
-                keynumidx,
-                firstkey,
-                keystep,
-            } => {
-                let at = first + *keynumidx as i64;
-                let numkeys = args
-                    .get(at as usize)
-                    .and_then(|a| super::parse_i64(a))
-                    .filter(|&n| n >= 0);
-                // An invalid count: the node will reject the command; route it keyless.
-                let Some(numkeys) = numkeys else { continue };
-                let first = first + *firstkey as i64;
-                (first, first + numkeys - 1, *keystep as i64)
-            }
-            FindKeys::Unknown => return KeyPositions::AskCluster,
-        };
-        let mut i = first;
-        while i <= last && step > 0 {
-            if i < 1 || i >= argc {
-                break;
-            }
-            keys.push(i as usize);
-            i += step;
+        match spec_positions(spec, args) {
+            Some(found) => keys.extend(found),
+            None => return KeyPositions::AskCluster,
         }
     }
     KeyPositions::Known(keys)
+}
+
+/// ACL key access: the key is read (`access`).
+pub const KEY_READ: u8 = 1;
+/// ACL key access: the key is written (`insert`, `delete`, `update`).
+pub const KEY_WRITE: u8 = 2;
+
+/// The keys of a call with the access each spec declares, as ACL checks need them (specs
+/// flagged `not_key`, such as a shard channel, are left out); `None` where the specs cannot
+/// tell. Without specs (servers before Redis 7) every key counts as read and written.
+pub fn acl_keys(
+    specs: &[KeySpec],
+    legacy: LegacyKeys,
+    movable: bool,
+    args: &[Bytes],
+) -> Option<Vec<(usize, u8)>> {
+    if specs.is_empty() {
+        if movable {
+            return None;
+        }
+        let all = KEY_READ | KEY_WRITE;
+        return Some(
+            legacy_positions(legacy, args.len())
+                .into_iter()
+                .map(|p| (p, all))
+                .collect(),
+        );
+    }
+    let mut keys = Vec::new();
+    for spec in specs.iter().filter(|s| !s.not_key) {
+        let access = match spec.variable {
+            true => variable_access(args).unwrap_or(spec.access),
+            false => spec.access,
+        };
+        keys.extend(spec_positions(spec, args)?.into_iter().map(|p| (p, access)));
+    }
+    Some(keys)
+}
+
+/// The access of the commands whose key flags depend on their arguments (Redis 7.0's
+/// `setGetKeys` and `bitfieldGetKeys`): SET writes only, unless it has GET; BITFIELD only
+/// reads when all its operations are GETs.
+fn variable_access(args: &[Bytes]) -> Option<u8> {
+    let name = args.first()?;
+    if name.eq_ignore_ascii_case(b"set") {
+        let get = args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get"));
+        return Some(if get { KEY_READ | KEY_WRITE } else { KEY_WRITE });
+    }
+    if name.eq_ignore_ascii_case(b"bitfield") {
+        let mut i = 2;
+        let mut read_only = true;
+        while i < args.len() {
+            let op = &args[i];
+            if op.eq_ignore_ascii_case(b"get") {
+                i += 3;
+            } else if op.eq_ignore_ascii_case(b"set") || op.eq_ignore_ascii_case(b"incrby") {
+                read_only = false;
+                i += 4;
+            } else {
+                i += 2;
+            }
+        }
+        return Some(if read_only {
+            KEY_READ
+        } else {
+            KEY_READ | KEY_WRITE
+        });
+    }
+    None
+}
+
+/// The argument indices one spec finds; `None`: the spec cannot tell.
+fn spec_positions(spec: &KeySpec, args: &[Bytes]) -> Option<Vec<usize>> {
+    let argc = args.len() as i64;
+    let mut keys = Vec::new();
+    if spec.incomplete {
+        return None;
+    }
+    let first = match &spec.begin {
+        BeginSearch::Index(i) => *i as i64,
+        BeginSearch::Keyword { keyword, startfrom } => {
+            match find_keyword(args, keyword, *startfrom) {
+                Some(i) => i + 1,
+                None => return Some(keys),
+            }
+        }
+        BeginSearch::Unknown => return None,
+    };
+    let (first, last, step) = match &spec.find {
+        FindKeys::Range {
+            lastkey,
+            keystep,
+            limit,
+        } => {
+            let last = if *lastkey >= 0 {
+                first + lastkey
+            } else if *limit <= 1 {
+                argc + lastkey
+            } else {
+                first + ((argc - first) / limit + lastkey)
+            };
+            (first, last, *keystep as i64)
+        }
+        FindKeys::KeyNum {
+            keynumidx,
+            firstkey,
+            keystep,
+        } => {
+            let at = first + *keynumidx as i64;
+            let numkeys = args
+                .get(at as usize)
+                .and_then(|a| super::parse_i64(a))
+                .filter(|&n| n >= 0);
+            // An invalid count: the node will reject the command; route it keyless.
+            let Some(numkeys) = numkeys else {
+                return Some(keys);
+            };
+            let first = first + *firstkey as i64;
+            (first, first + numkeys - 1, *keystep as i64)
+        }
+        FindKeys::Unknown => return None,
+    };
+    let mut i = first;
+    while i <= last && step > 0 {
+        if i < 1 || i >= argc {
+            break;
+        }
+        keys.push(i as usize);
+        i += step;
+    }
+    Some(keys)
 }
 
 fn legacy_positions(legacy: LegacyKeys, argc: usize) -> Vec<usize> {
@@ -208,16 +296,23 @@ pub fn parse_specs(frame: &BytesFrame) -> Vec<KeySpec> {
 
 fn parse_spec(frame: &BytesFrame) -> KeySpec {
     let fields = FieldMap::new(frame);
-    let incomplete = fields
-        .get("flags")
-        .map(|f| match f {
-            BytesFrame::Array(flags) => flags.iter().any(|f| {
-                f.as_str()
-                    .is_some_and(|s| s.eq_ignore_ascii_case("incomplete"))
-            }),
-            _ => false,
-        })
-        .unwrap_or(false);
+    let flags: Vec<String> = match fields.get("flags") {
+        Some(BytesFrame::Array(flags)) => flags
+            .iter()
+            .filter_map(|f| f.as_str())
+            .map(|f| f.to_ascii_lowercase())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let flag = |name: &str| flags.iter().any(|f| f == name);
+    let incomplete = flag("incomplete");
+    let mut access = 0;
+    if flag("access") {
+        access |= KEY_READ;
+    }
+    if flag("insert") || flag("delete") || flag("update") {
+        access |= KEY_WRITE;
+    }
     let begin = fields.get("begin_search").map(FieldMap::new);
     let begin = match begin
         .as_ref()
@@ -271,6 +366,9 @@ fn parse_spec(frame: &BytesFrame) -> KeySpec {
         begin,
         find,
         incomplete,
+        not_key: flag("not_key"),
+        access,
+        variable: flag("variable_flags"),
     }
 }
 
@@ -329,6 +427,9 @@ mod tests {
                 limit,
             },
             incomplete: false,
+            not_key: false,
+            access: 0,
+            variable: false,
         }
     }
 
@@ -356,6 +457,9 @@ mod tests {
                 keystep: 1,
             },
             incomplete: false,
+            not_key: false,
+            access: 0,
+            variable: false,
         };
         assert_eq!(
             known(std::slice::from_ref(&spec), "EVAL s 2 a b x"),
@@ -381,6 +485,9 @@ mod tests {
                 limit: 2,
             },
             incomplete: false,
+            not_key: false,
+            access: 0,
+            variable: false,
         };
         assert_eq!(known(&[spec], "XREAD COUNT 2 STREAMS a b 0 0"), vec![4, 5]);
     }

@@ -5,6 +5,7 @@
 //! [`scan::ReplyScanner`] and travel as raw bytes, so an untouched reply is never re-encoded.
 //! Replies the proxy builds itself are encoded with `redis-protocol` in [`reply`].
 
+pub mod acl_catalog;
 pub mod command;
 pub mod keyspec;
 pub mod policy;

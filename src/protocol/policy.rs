@@ -53,6 +53,8 @@ pub enum Local {
     KeySlot,
     /// MONITOR: the proxy's own feed of its clients' commands
     Monitor,
+    /// ACL: the proxy's own users
+    Acl,
 }
 
 /// What the proxy does with a command.
@@ -215,8 +217,8 @@ pub fn override_for(name: &str) -> Option<Policy> {
         "flushall" | "flushdb" => AllMasters(AllOk),
         "keys" => AllMasters(Concat),
         "randomkey" => AllMasters(FirstNonNil),
-        "command" | "acl|whoami" | "acl|cat" | "config|help" | "slowlog|help" | "latency|help"
-        | "memory|help" => Keyed,
+        "acl" => Local(self::Local::Acl),
+        "command" | "config|help" | "slowlog|help" | "latency|help" | "memory|help" => Keyed,
         "config|get" => Admin(self::Admin::ConfigGet),
         "scan" => Scan,
         // Scripts and functions live on every master, so any node can run them.
@@ -267,7 +269,7 @@ pub fn override_for(name: &str) -> Option<Policy> {
         | "memory|doctor"
         | "memory|malloc-stats" => Admin(self::Admin::PerNode),
         "slowlog" | "latency" | "config" => Refused(Refusal::AdminMode),
-        "acl" | "module" | "bgsave" | "save" | "bgrewriteaof" => Refused(Refusal::NodeAdmin),
+        "module" | "bgsave" | "save" | "bgrewriteaof" => Refused(Refusal::NodeAdmin),
         "swapdb" | "move" => Refused(Refusal::MultiDb),
         _ => return None,
     })

@@ -1,12 +1,9 @@
 //! Client authentication at the proxy: `AUTH [user] password` and `HELLO … AUTH user pass`
-//! against `[auth]`. Until a client has authenticated it may only send AUTH, HELLO, QUIT and
+//! against the proxy's ACL users (see [`super::acl_users`]). Until a client has authenticated it may only send AUTH, HELLO, QUIT and
 //! RESET (everything else: `-NOAUTH`), and its requests are held to Redis's pre-auth limits
 //! (at most 10 arguments, bulk strings of at most 16 KiB), so an unauthenticated stranger
 //! cannot make the proxy buffer much.
 
-use crate::config::AuthSection;
-use crate::protocol::reply;
-use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 /// Wait before the reply to a connection's second failed attempt; it doubles with each
@@ -56,24 +53,6 @@ pub fn allowed_before_auth(command: &str) -> bool {
     matches!(command, "auth" | "hello" | "quit" | "reset")
 }
 
-/// Checks `user` (None: `default`) and `password` against the configuration.
-pub fn check(config: &AuthSection, user: Option<&[u8]>, password: &[u8]) -> bool {
-    match user {
-        None | Some(b"default") => {
-            // Without a requirepass the default user takes any password, as in Redis.
-            config.requirepass.is_empty() || same(password, config.requirepass.as_bytes())
-        }
-        Some(name) => config
-            .users
-            .iter()
-            .any(|u| u.name.as_bytes() == name && same(password, u.password.as_bytes())),
-    }
-}
-
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// What an `AUTH` (or `HELLO … AUTH`) attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthOutcome {
@@ -85,33 +64,9 @@ pub enum AuthOutcome {
     NotTried,
 }
 
-/// `AUTH [user] password`: the reply, and what the attempt came to.
-pub fn auth(config: &AuthSection, args: &[Bytes]) -> (Bytes, AuthOutcome) {
-    let (user, password) = match args.len() {
-        2 => (None, &args[1]),
-        3 => (Some(&args[1][..]), &args[2]),
-        _ => return (reply::error("ERR syntax error"), AuthOutcome::NotTried),
-    };
-    if !config.required() && user.is_none() {
-        return (
-            reply::error(
-                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-            ),
-            AuthOutcome::NotTried,
-        );
-    }
-    if check(config, user, password) {
-        let user = String::from_utf8_lossy(user.unwrap_or(b"default")).into_owned();
-        (reply::ok(), AuthOutcome::LoggedIn(user))
-    } else {
-        (reply::error(WRONGPASS), AuthOutcome::WrongPassword)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AuthUser;
 
     #[test]
     fn failures_wait_longer_and_pipelined_ones_queue_up() {
@@ -134,35 +89,5 @@ mod tests {
         let next = throttle.failed(later + Duration::from_secs(3600));
         assert_eq!(next, later + Duration::from_secs(3600) + MAX_FAILURE_DELAY);
         assert_eq!(throttle.failures(), 25);
-    }
-
-    #[test]
-    fn users_and_default() {
-        let config = AuthSection {
-            requirepass: "pw".into(),
-            users: vec![AuthUser {
-                name: "app".into(),
-                password: "apppw".into(),
-            }],
-        };
-        let b = |s: &str| Bytes::copy_from_slice(s.as_bytes());
-        let logged_in = |user: &str| AuthOutcome::LoggedIn(user.into());
-        assert_eq!(auth(&config, &[b("AUTH"), b("pw")]).1, logged_in("default"));
-        assert_eq!(
-            auth(&config, &[b("AUTH"), b("default"), b("pw")]).1,
-            logged_in("default")
-        );
-        assert_eq!(
-            auth(&config, &[b("AUTH"), b("app"), b("apppw")]).1,
-            logged_in("app")
-        );
-        let (reply, outcome) = auth(&config, &[b("AUTH"), b("app"), b("pw")]);
-        assert_eq!(outcome, AuthOutcome::WrongPassword);
-        assert!(reply.starts_with(b"-WRONGPASS"));
-        assert_eq!(
-            auth(&config, &[b("AUTH"), b("nobody"), b("apppw")]).1,
-            AuthOutcome::WrongPassword
-        );
-        assert!(allowed_before_auth("hello") && !allowed_before_auth("get"));
     }
 }

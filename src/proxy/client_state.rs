@@ -22,8 +22,12 @@ pub struct ClientState {
     pub reply_mode: ReplyMode,
     /// Identity (address) of the last command's table entry, to publish only changes.
     pub last_command: usize,
-    /// AUTH succeeded, or no authentication is configured.
+    /// AUTH succeeded, or the `default` user needs no password.
     pub authenticated: bool,
+    /// The ACL user the client runs as (`default` until it logs in).
+    pub user: Arc<crate::acl::User>,
+    /// The ACL generation `user` was read at (see [`crate::acl::Acl::generation`]).
+    pub acl_generation: u64,
     /// Failed AUTH attempts, which delay the next failure's reply.
     pub auth_throttle: AuthThrottle,
     /// MULTI/WATCH state.
@@ -71,7 +75,8 @@ impl ClientState {
 
     /// `RESET`: the connection as it was at connect, except its id, budget and kill switch;
     /// logged out again when authentication is required (`authenticated` otherwise).
-    pub fn reset(&mut self, authenticated: bool) {
+    pub fn reset(&mut self, authenticated: bool, default_user: Arc<crate::acl::User>) {
+        self.user = default_user;
         self.txn.reset();
         self.pubsub = None;
         self.monitor = None;

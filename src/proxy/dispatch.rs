@@ -87,6 +87,29 @@ pub fn dispatch(
     }
 }
 
+/// A command refused before it ran (queued in MULTI: the transaction fails at EXEC).
+fn rejected_known(
+    client: &mut ClientState,
+    reply: Bytes,
+    info: Arc<CommandInfo>,
+    in_multi: bool,
+) -> (Action, Option<Arc<CommandInfo>>, CommandGroup) {
+    // A refused EXEC ends the transaction, as Redis' `execCommandAbort` does.
+    if info.name == "exec" {
+        client.txn.reset();
+        let text = String::from_utf8_lossy(&reply[1..]).trim_end().to_string();
+        let reply = reply::error(&format!(
+            "EXECABORT Transaction discarded because of: {text}"
+        ));
+        return (ready(reply), Some(info), CommandGroup::Rejected);
+    }
+    let reply = match in_multi {
+        true => client.txn.fail(reply),
+        false => reply,
+    };
+    (ready(reply), Some(info), CommandGroup::Rejected)
+}
+
 /// Applies CLIENT REPLY OFF/SKIP: whether this command's reply is dropped.
 fn reply_suppressed(client: &mut ClientState, command: Option<&CommandInfo>) -> bool {
     if command.is_some_and(|c| c.name == "client|reply") {
@@ -153,6 +176,16 @@ fn route(
             Some(info),
             CommandGroup::Rejected,
         );
+    }
+    super::acl_users::refresh(&shared.acl, client);
+    if let Some(denied) = super::acl_users::denied(
+        shared,
+        client,
+        &info,
+        &request.args,
+        snapshot.commands.catalog(),
+    ) {
+        return rejected_known(client, denied, info, in_multi);
     }
     let group = match info.policy {
         Policy::Local(_) => CommandGroup::Local,
@@ -456,17 +489,22 @@ fn local_command(
         Local::Select => ready(local::select(args)),
         Local::Quit => Action::ReplyAndClose(reply::ok()),
         Local::Hello => {
-            let (reply, outcome) = local::hello(args, client, snapshot, &shared.auth);
+            let (reply, outcome) = local::hello(args, client, snapshot, shared);
             authenticated(shared, client, reply, outcome)
         }
         Local::Reset => {
-            client.reset(!shared.auth.required());
+            let required = super::acl_users::login_required(&shared.acl);
+            client.reset(!required, super::acl_users::default_user(&shared.acl));
             ready(reply::simple("RESET"))
         }
         Local::Client => ready(super::client_cmd::client(args, client, &shared.clients)),
         Local::Auth => {
-            let (reply, outcome) = super::auth::auth(&shared.auth, args);
+            let (reply, outcome) = super::acl_users::auth(shared, client, args);
             authenticated(shared, client, reply, outcome)
+        }
+        Local::Acl => {
+            let table = &snapshot.commands;
+            ready(super::acl_cmd::acl(shared, client, args, table))
         }
         Local::KeySlot => ready(local::keyslot(args)),
         Local::Monitor => {
@@ -499,6 +537,10 @@ fn authenticated(
         AuthOutcome::LoggedIn(user) => {
             client.authenticated = true;
             client.handle.set_user(&user);
+            if let Some(user) = shared.acl.user(&user) {
+                client.user = user;
+                client.acl_generation = shared.acl.generation();
+            }
             ready(reply)
         }
         AuthOutcome::WrongPassword => auth_failed(shared, client, reply),

@@ -62,7 +62,9 @@ pub async fn run(
         let client = ClientState {
             budget,
             id,
-            authenticated: !shared.auth.required(),
+            authenticated: !super::acl_users::login_required(&shared.acl),
+            user: super::acl_users::default_user(&shared.acl),
+            acl_generation: shared.acl.generation(),
             auth_throttle: Default::default(),
             handle,
             reply_mode: Default::default(),

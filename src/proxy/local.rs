@@ -39,7 +39,7 @@ pub fn hello(
     args: &[Bytes],
     client: &mut ClientState,
     snapshot: &Snapshot,
-    auth: &crate::config::AuthSection,
+    shared: &super::Shared,
 ) -> (Bytes, AuthOutcome) {
     let mut i = 1;
     let mut resp3 = client.resp3;
@@ -62,13 +62,13 @@ pub fn hello(
         let option = args[i].to_ascii_lowercase();
         match (option.as_slice(), args.len() - i - 1) {
             (b"auth", n) if n >= 2 => {
-                if !super::auth::check(auth, Some(&args[i + 1]), &args[i + 2]) {
-                    return (
-                        reply::error(super::auth::WRONGPASS),
-                        AuthOutcome::WrongPassword,
-                    );
+                let user = String::from_utf8_lossy(&args[i + 1]).into_owned();
+                let (reply, attempt) =
+                    super::acl_users::login(shared, client, &args[0], user, &args[i + 2]);
+                if attempt == AuthOutcome::WrongPassword {
+                    return (reply, attempt);
                 }
-                outcome = AuthOutcome::LoggedIn(String::from_utf8_lossy(&args[i + 1]).into_owned());
+                outcome = attempt;
                 i += 3;
             }
             (b"setname", n) if n >= 1 => {

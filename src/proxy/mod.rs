@@ -1,6 +1,8 @@
 //! The client side: accept connections, run one session per client, turn each command into
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
+pub mod acl_cmd;
+pub mod acl_users;
 pub mod action;
 pub mod admin_cmd;
 pub mod auth;
@@ -55,8 +57,8 @@ pub struct Shared {
     pub listen_port: u16,
     /// Script bodies seen, to heal NOSCRIPT on nodes that never saw a script.
     pub scripts: scripts::ScriptCache,
-    /// Client credentials (`[auth]`).
-    pub auth: crate::config::AuthSection,
+    /// The clients' users and permissions (`[auth]`, `ACL SETUSER`).
+    pub acl: Arc<crate::acl::Acl>,
     /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
     pub pubsub_output_limit: usize,
     /// `[compat] admin_commands`: node administration allowed through the proxy.

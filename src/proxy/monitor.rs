@@ -69,6 +69,22 @@ impl Monitors {
         if name.eq_ignore_ascii_case(b"auth") || name.eq_ignore_ascii_case(b"hello") {
             return;
         }
+        // ACL SETUSER carries passwords: its rules show as "(redacted)", as in Redis.
+        let setuser = name.eq_ignore_ascii_case(b"acl")
+            && request
+                .args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"setuser"));
+        if setuser {
+            let mut args = request.args[..2.min(request.args.len())].to_vec();
+            args.extend(
+                request.args[2..]
+                    .iter()
+                    .map(|_| Bytes::from_static(b"(redacted)")),
+            );
+            let _ = self.feed.send(line(peer, &args));
+            return;
+        }
         let _ = self.feed.send(line(peer, &request.args));
     }
 }

@@ -1,0 +1,184 @@
+//! The proxy's ACL users meet its sessions: logging in, the per-command check, and the
+//! disconnection of a deleted user's clients.
+
+use super::auth::AuthOutcome;
+use super::client_state::ClientState;
+use super::Shared;
+use crate::acl::log::{Context, Entry, Reason};
+use crate::acl::selector::{channels_of, Call};
+use crate::acl::{Acl, User, Users};
+use crate::config::AuthSection;
+use crate::protocol::acl_catalog::Catalog;
+use crate::protocol::command::CommandInfo;
+use crate::protocol::reply;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The users `[auth]` describes: `default` (with `requirepass` as its password, else
+/// `nopass`) and each `[[auth.users]]` entry with full rights.
+pub fn users_from_config(auth: &AuthSection) -> Users {
+    let none = Catalog::default();
+    let mut users = Users::default();
+    let mut default = User::default_user(&none);
+    if !auth.requirepass.is_empty() {
+        let rules = [
+            b"resetpass".to_vec(),
+            [b">", auth.requirepass.as_bytes()].concat(),
+        ];
+        for rule in rules {
+            let _ = default.apply(&rule, &none);
+        }
+    }
+    users.by_name.insert("default".into(), Arc::new(default));
+    for entry in &auth.users {
+        let mut user = User::new(&entry.name);
+        let password = [b">", entry.password.as_bytes()].concat();
+        for rule in [&b"on"[..], &password, b"+@all", b"~*", b"&*"] {
+            let _ = user.apply(rule, &none);
+        }
+        users.by_name.insert(entry.name.clone(), Arc::new(user));
+    }
+    users
+}
+
+/// Whether a new connection must log in: the `default` user has a password or is off.
+pub fn login_required(acl: &Acl) -> bool {
+    acl.user("default")
+        .map_or(true, |u| !(u.nopass && u.enabled))
+}
+
+/// The `default` user, which every connection starts as.
+pub fn default_user(acl: &Acl) -> Arc<User> {
+    acl.user("default")
+        .unwrap_or_else(|| Arc::new(User::default_user(&Catalog::default())))
+}
+
+/// Picks up changes to the client's user since its last command.
+pub fn refresh(acl: &Acl, client: &mut ClientState) {
+    let generation = acl.generation();
+    if client.acl_generation != generation {
+        client.acl_generation = generation;
+        if let Some(user) = acl.user(&client.user.name) {
+            client.user = user;
+        }
+    }
+}
+
+/// Checks a command of `client`: `None` when allowed, else the `-NOPERM` reply (logged in
+/// `ACL LOG` and counted).
+pub fn denied(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    args: &[Bytes],
+    catalog: &Catalog,
+) -> Option<Bytes> {
+    let checked = crate::acl::check(&client.user, || {
+        Some(Call {
+            command: catalog.find(&info.name)?,
+            args,
+            keys: info.acl_keys(args),
+            channels: channels_of(&info.name, args.len()),
+        })
+    });
+    let denial = checked.err()?;
+    let reason = super::acl_cmd::reason_of(denial);
+    shared
+        .metrics
+        .acl_denials
+        .with_label_values(&[reason.as_str()])
+        .inc();
+    let object = match denial {
+        crate::acl::selector::Denial::Command => info.name.clone(),
+        crate::acl::selector::Denial::Key(at) | crate::acl::selector::Denial::Channel(at) => {
+            String::from_utf8_lossy(&args[at]).into_owned()
+        }
+    };
+    let context = match client.txn.in_multi() {
+        true => Context::Multi,
+        false => Context::Toplevel,
+    };
+    log(
+        shared,
+        client,
+        reason,
+        context,
+        object,
+        client.user.name.clone(),
+    );
+    Some(reply::error(&crate::acl::noperm(denial, &info.name)))
+}
+
+fn log(
+    shared: &Shared,
+    client: &ClientState,
+    reason: Reason,
+    context: Context,
+    object: String,
+    username: String,
+) {
+    shared.acl.log.add(Entry {
+        count: 1,
+        reason,
+        context,
+        object,
+        username,
+        at_ms: 0,
+        client_info: client.handle.line().trim_end().to_string(),
+    });
+}
+
+/// `AUTH [user] password`: the reply, and what the attempt came to.
+pub fn auth(shared: &Shared, client: &ClientState, args: &[Bytes]) -> (Bytes, AuthOutcome) {
+    let (user, password) = match args.len() {
+        2 => ("default".to_string(), &args[1]),
+        3 => (String::from_utf8_lossy(&args[1]).into_owned(), &args[2]),
+        _ => return (reply::error("ERR syntax error"), AuthOutcome::NotTried),
+    };
+    if args.len() == 2 && default_user(&shared.acl).nopass {
+        return (
+            reply::error(
+                "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+            ),
+            AuthOutcome::NotTried,
+        );
+    }
+    login(shared, client, &args[0], user, password)
+}
+
+/// Checks credentials (AUTH, HELLO … AUTH); a failure is logged in `ACL LOG`.
+pub fn login(
+    shared: &Shared,
+    client: &ClientState,
+    command: &[u8],
+    user: String,
+    password: &[u8],
+) -> (Bytes, AuthOutcome) {
+    match shared.acl.authenticate(&user, password) {
+        Some(_) => (reply::ok(), AuthOutcome::LoggedIn(user)),
+        None => {
+            let object = String::from_utf8_lossy(command).into_owned();
+            log(
+                shared,
+                client,
+                Reason::Auth,
+                Context::Toplevel,
+                object,
+                user,
+            );
+            (
+                reply::error(super::auth::WRONGPASS),
+                AuthOutcome::WrongPassword,
+            )
+        }
+    }
+}
+
+/// Closes the connections of a deleted user (as Redis does).
+pub fn disconnect(shared: &Shared, user: &str) {
+    let filter = super::clients::KillFilter {
+        user: Some(user.to_string()),
+        ..Default::default()
+    };
+    shared.clients.kill(&filter, 0);
+}

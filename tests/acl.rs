@@ -1,0 +1,288 @@
+//! ACL users at the proxy, compared with a standalone redis-server given the same ACL
+//! commands: the same `+OK` / `-NOPERM` / `-WRONGPASS` replies, the same `ACL GETUSER`,
+//! `ACL LIST` and `ACL DRYRUN` answers, the same `ACL LOG` entries.
+
+mod common;
+use common::{connect, Cluster, Standalone, TestProxy};
+use redis::Value;
+use std::collections::HashMap;
+
+/// How a reply is compared.
+#[derive(Clone, Copy, PartialEq)]
+enum Cmp {
+    /// Exactly.
+    Same,
+    /// As a list whose order is the server's hash order (`ACL CAT string`): sorted.
+    Sorted,
+    /// `ACL GETUSER` / `ACL LIST`: single-command rules come in the server's hash order, so
+    /// the words of each string are sorted.
+    Rules,
+    /// `ACL LOG`: every field but the age and the client's details.
+    Log,
+}
+
+/// (connection, command, comparison). Connection "admin" is the default user.
+const SCRIPT: &[(&str, &str, Cmp)] = &[
+    ("admin", "ACL WHOAMI", Cmp::Same),
+    ("admin", "ACL USERS", Cmp::Same),
+    ("admin", "ACL LIST", Cmp::Rules),
+    ("admin", "ACL SETUSER newuser", Cmp::Same),
+    ("admin", "ACL GETUSER newuser", Cmp::Rules),
+    ("admin", "ACL LIST", Cmp::Rules),
+    // Keys, read/write patterns, channels, single commands.
+    (
+        "admin",
+        "ACL SETUSER alice on >pw1 ~obj:* %R~ro:* %W~wo:* &chan:* +get +set +publish +acl|whoami",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER alice", Cmp::Rules),
+    ("alice", "AUTH alice wrong", Cmp::Same),
+    ("alice", "AUTH alice pw1", Cmp::Same),
+    ("alice", "ACL WHOAMI", Cmp::Same),
+    ("alice", "GET obj:1", Cmp::Same),
+    ("alice", "SET obj:1 v", Cmp::Same),
+    ("alice", "GET obj:1", Cmp::Same),
+    ("alice", "GET other", Cmp::Same),
+    ("alice", "GET ro:1", Cmp::Same),
+    ("alice", "SET ro:1 v", Cmp::Same),
+    ("alice", "SET wo:1 v", Cmp::Same),
+    ("alice", "GET wo:1", Cmp::Same),
+    ("alice", "PUBLISH chan:1 hi", Cmp::Same),
+    ("alice", "PUBLISH other hi", Cmp::Same),
+    ("alice", "PING", Cmp::Same),
+    ("alice", "ACL USERS", Cmp::Same),
+    ("alice", "MULTI", Cmp::Same),
+    ("alice", "GET obj:1", Cmp::Same),
+    ("alice", "PING", Cmp::Same),
+    ("alice", "EXEC", Cmp::Same),
+    ("admin", "ACL DRYRUN alice GET other", Cmp::Same),
+    ("admin", "ACL DRYRUN alice SET obj:2 v", Cmp::Same),
+    ("admin", "ACL DRYRUN alice PING", Cmp::Same),
+    ("admin", "ACL DRYRUN alice PUBLISH nope x", Cmp::Same),
+    ("admin", "ACL DRYRUN nobody GET x", Cmp::Same),
+    ("admin", "ACL DRYRUN alice NOSUCH x", Cmp::Same),
+    ("admin", "ACL DRYRUN alice GET", Cmp::Same),
+    // Passwords: removal, hashes.
+    ("admin", "ACL SETUSER alice <pw1 >pw2", Cmp::Same),
+    ("alice", "AUTH alice pw1", Cmp::Same),
+    ("alice", "AUTH alice pw2", Cmp::Same),
+    ("admin", "ACL SETUSER alice <nope", Cmp::Same),
+    (
+        "admin",
+        "ACL SETUSER eve on #2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+        Cmp::Same,
+    ),
+    ("eve", "AUTH eve x", Cmp::Same),
+    ("admin", "ACL SETUSER eve #nothex", Cmp::Same),
+    (
+        "admin",
+        "ACL SETUSER eve !2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER eve", Cmp::Rules),
+    // Categories, subcommands, first arguments.
+    (
+        "admin",
+        "ACL SETUSER bob on nopass -@all +@string ~*",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER bob", Cmp::Rules),
+    ("bob", "AUTH bob anything", Cmp::Same),
+    ("bob", "SET a b", Cmp::Same),
+    ("bob", "INCR n", Cmp::Same),
+    ("bob", "LPUSH l x", Cmp::Same),
+    ("admin", "ACL SETUSER bob +@all -@string", Cmp::Same),
+    ("admin", "ACL GETUSER bob", Cmp::Rules),
+    ("bob", "SET a b", Cmp::Same),
+    ("bob", "LPUSH l x", Cmp::Same),
+    (
+        "admin",
+        "ACL SETUSER carol on nopass allkeys allchannels +@all -client|kill",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER carol", Cmp::Rules),
+    ("carol", "AUTH carol x", Cmp::Same),
+    ("carol", "CLIENT GETNAME", Cmp::Same),
+    ("carol", "CLIENT KILL ID 999999", Cmp::Same),
+    ("admin", "ACL SETUSER carol -@all +select|0 +acl", Cmp::Same),
+    ("admin", "ACL GETUSER carol", Cmp::Rules),
+    ("carol", "SELECT 0", Cmp::Same),
+    ("carol", "SELECT 1", Cmp::Same),
+    ("carol", "GET a", Cmp::Same),
+    // Selectors.
+    (
+        "admin",
+        "ACL SETUSER dave on nopass ~a* +get (~b* +set)",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER dave", Cmp::Rules),
+    ("admin", "ACL LIST", Cmp::Rules),
+    ("dave", "AUTH dave x", Cmp::Same),
+    ("dave", "GET a1", Cmp::Same),
+    ("dave", "SET b1 v", Cmp::Same),
+    ("dave", "GET b1", Cmp::Same),
+    ("dave", "SET a1 v", Cmp::Same),
+    ("admin", "ACL SETUSER dave clearselectors", Cmp::Same),
+    ("dave", "SET b1 v", Cmp::Same),
+    // Bad rules: Redis' errors, and nothing applied.
+    ("admin", "ACL SETUSER x +nosuchcommand", Cmp::Same),
+    ("admin", "ACL SETUSER x +@nosuchcategory", Cmp::Same),
+    ("admin", "ACL SETUSER x allkeys ~a", Cmp::Same),
+    ("admin", "ACL SETUSER x allchannels &a", Cmp::Same),
+    ("admin", "ACL SETUSER x +config|get|appendonly", Cmp::Same),
+    ("admin", "ACL SETUSER x +get|a|b", Cmp::Same),
+    ("admin", "ACL SETUSER x bogus", Cmp::Same),
+    ("admin", "ACL SETUSER x (~a +get", Cmp::Same),
+    ("admin", "ACL GETUSER x", Cmp::Same),
+    ("admin", "ACL DELUSER default", Cmp::Same),
+    ("admin", "ACL CAT", Cmp::Same),
+    ("admin", "ACL CAT string", Cmp::Sorted),
+    ("admin", "ACL CAT nosuch", Cmp::Same),
+    ("admin", "ACL CAT a b", Cmp::Same),
+    ("admin", "ACL GENPASS 0", Cmp::Same),
+    ("admin", "ACL NOSUCH", Cmp::Same),
+    // Disabled users cannot log in; reset.
+    ("admin", "ACL SETUSER bob off", Cmp::Same),
+    ("eve", "AUTH bob x", Cmp::Same),
+    ("admin", "ACL SETUSER bob reset", Cmp::Same),
+    ("admin", "ACL GETUSER bob", Cmp::Rules),
+    ("admin", "ACL LOG", Cmp::Log),
+    ("admin", "ACL LOG 2", Cmp::Log),
+    ("admin", "ACL LOG RESET", Cmp::Same),
+    ("admin", "ACL LOG", Cmp::Same),
+    ("admin", "ACL DELUSER bob nobody", Cmp::Same),
+    ("admin", "ACL USERS", Cmp::Same),
+];
+
+fn run(con: &mut redis::Connection, line: &str) -> Result<Value, String> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let mut cmd = redis::cmd(words[0]);
+    for w in &words[1..] {
+        cmd.arg(*w);
+    }
+    cmd.query::<Value>(con).map_err(|e| e.to_string())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn sorted_words(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(sorted_words).collect()),
+        Value::BulkString(_) => {
+            let mut words: Vec<String> = text(value).split(' ').map(String::from).collect();
+            words.sort();
+            Value::BulkString(words.join(" ").into_bytes())
+        }
+        other => other.clone(),
+    }
+}
+
+fn normalize(reply: Result<Value, String>, cmp: Cmp) -> Result<Value, String> {
+    let value = reply?;
+    Ok(match cmp {
+        Cmp::Same => value,
+        Cmp::Rules => sorted_words(&value),
+        Cmp::Sorted => match value {
+            Value::Array(mut items) => {
+                items.sort_by_key(text);
+                Value::Array(items)
+            }
+            other => other,
+        },
+        Cmp::Log => match value {
+            Value::Array(entries) => Value::Array(
+                entries
+                    .into_iter()
+                    .map(|entry| match entry {
+                        Value::Array(fields) => Value::Array(
+                            fields
+                                .chunks(2)
+                                .filter(|f| {
+                                    !matches!(text(&f[0]).as_str(), "age-seconds" | "client-info")
+                                })
+                                .flat_map(|f| f.to_vec())
+                                .collect(),
+                        ),
+                        other => other,
+                    })
+                    .collect(),
+            ),
+            other => other,
+        },
+    })
+}
+
+#[test]
+fn acl_commands_and_checks_answer_as_a_standalone_redis_does() {
+    let reference = Standalone::start();
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let direct_addr = reference.node.addr();
+    let proxy_addr = proxy.addr.to_string();
+    let mut direct: HashMap<&str, redis::Connection> = HashMap::new();
+    let mut proxied: HashMap<&str, redis::Connection> = HashMap::new();
+    for (i, &(who, line, cmp)) in SCRIPT.iter().enumerate() {
+        let d = direct.entry(who).or_insert_with(|| connect(&direct_addr));
+        let want = normalize(run(d, line), cmp);
+        let p = proxied.entry(who).or_insert_with(|| connect(&proxy_addr));
+        let got = normalize(run(p, line), cmp);
+        assert_eq!(
+            got, want,
+            "step {i}: {who}> {line}: the proxy differs from Redis"
+        );
+    }
+}
+
+#[test]
+fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut admin = proxy.conn();
+    let ok: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "temp", "on", ">pw", "~*", "+get"])
+        .query(&mut admin)
+        .expect("setuser");
+    assert_eq!(ok, "OK");
+    let mut temp = proxy.conn();
+    let _: String = redis::cmd("AUTH")
+        .arg(&["temp", "pw"])
+        .query(&mut temp)
+        .expect("auth");
+    // A denied write never reaches a node: the key stays absent.
+    let denied = redis::cmd("SET")
+        .arg(&["k", "v"])
+        .query::<String>(&mut temp);
+    assert!(
+        format!("{denied:?}").to_lowercase().contains("noperm"),
+        "{denied:?}"
+    );
+    let value: Option<String> = redis::cmd("GET").arg("k").query(&mut admin).expect("get");
+    assert_eq!(value, None);
+    let (_, metrics) = common::http_get(proxy.admin, "/metrics");
+    assert!(
+        metrics.contains("slotproxy_acl_denials_total{reason=\"command\"} 1"),
+        "{metrics}"
+    );
+    let deleted: i64 = redis::cmd("ACL")
+        .arg(&["DELUSER", "temp"])
+        .query(&mut admin)
+        .expect("deluser");
+    assert_eq!(deleted, 1);
+    common::wait_until(
+        std::time::Duration::from_secs(5),
+        "temp's connection to close",
+        || {
+            redis::cmd("GET")
+                .arg("k")
+                .query::<Option<String>>(&mut temp)
+                .is_err()
+        },
+    );
+}
