@@ -159,6 +159,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
         acl: Arc::new(acl::Acl::new(proxy::acl_users::users_from_config(
             &config.auth,
         ))),
+        auth: config.auth.clone(),
         pubsub_output_limit: config.proxy.pubsub_output_limit_bytes,
         admin_commands: config.compat.admin_commands,
         idle_timeout: (config.proxy.idle_timeout_secs > 0)
@@ -173,6 +174,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     tokio::spawn(topology.clone().run_refresher(shutdown.clone()));
+    tokio::spawn(proxy::acl_sync::run(shared.clone(), shutdown.clone()));
     if let Some((_, listener, acceptor)) = tls {
         tokio::spawn(proxy::listener::run(
             listener,

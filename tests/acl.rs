@@ -286,3 +286,116 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
         },
     );
 }
+
+fn acl(con: &mut redis::Connection, args: &[&str]) -> redis::RedisResult<Value> {
+    redis::cmd("ACL").arg(args).query(con)
+}
+
+fn logs_in(addr: &str, user: &str, password: &str) -> bool {
+    let mut con = connect(addr);
+    redis::cmd("AUTH")
+        .arg(&[user, password])
+        .query::<String>(&mut con)
+        .is_ok()
+}
+
+#[test]
+fn one_set_of_users_for_every_proxy_kept_in_the_cluster() {
+    use std::time::Duration;
+    let cluster = Cluster::start(3, 0);
+    let a = TestProxy::start(&cluster);
+    let b = TestProxy::start(&cluster);
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    acl(
+        &mut a.conn(),
+        &["SETUSER", "fleet", "on", ">pw", "~*", "+@all"],
+    )
+    .expect("setuser");
+    common::wait_until(
+        Duration::from_secs(3),
+        "the user made on A to log in on B",
+        || logs_in(&b_addr, "fleet", "pw"),
+    );
+
+    // Deleted through B: its connections on both proxies close.
+    let mut on_a = connect(&a_addr);
+    let mut on_b = connect(&b_addr);
+    for con in [&mut on_a, &mut on_b] {
+        let _: String = redis::cmd("AUTH")
+            .arg(&["fleet", "pw"])
+            .query(con)
+            .expect("auth");
+    }
+    let deleted = acl(&mut b.conn(), &["DELUSER", "fleet"]).expect("deluser");
+    assert_eq!(deleted, Value::Int(1));
+    common::wait_until(
+        Duration::from_secs(3),
+        "fleet's connections to close",
+        || {
+            let a_closed = redis::cmd("PING").query::<String>(&mut on_a).is_err();
+            let b_closed = redis::cmd("PING").query::<String>(&mut on_b).is_err();
+            a_closed && b_closed
+        },
+    );
+    assert!(!logs_in(&a_addr, "fleet", "pw"));
+
+    // Two proxies changing one user at once: every change takes effect.
+    acl(&mut a.conn(), &["SETUSER", "race", "on", "nopass", "+get"]).expect("setuser");
+    let writers: Vec<_> = [a_addr.clone(), b_addr.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(w, addr)| {
+            std::thread::spawn(move || {
+                let mut con = connect(&addr);
+                for i in 0..15 {
+                    let pattern = format!("~w{w}:{i}");
+                    acl(&mut con, &["SETUSER", "race", &pattern]).expect("concurrent setuser");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer");
+    }
+    let user = acl(&mut b.conn(), &["GETUSER", "race"]).expect("getuser");
+    let keys = match user {
+        Value::Array(fields) => fields
+            .chunks(2)
+            .find(|f| text(&f[0]) == "keys")
+            .map(|f| text(&f[1]))
+            .unwrap_or_default(),
+        other => panic!("{other:?}"),
+    };
+    for w in 0..2 {
+        for i in 0..15 {
+            assert!(
+                keys.split(' ').any(|k| k == format!("~w{w}:{i}")),
+                "w{w}:{i} lost: {keys}"
+            );
+        }
+    }
+
+    // FLUSHALL wipes the key; the proxies write the users back. A restart keeps them.
+    let _: String = redis::cmd("FLUSHALL")
+        .query(&mut a.conn())
+        .expect("flushall");
+    common::wait_until(
+        Duration::from_secs(3),
+        "the users to be written back",
+        || {
+            redis::cmd("EXISTS")
+                .arg("slotproxy:acl")
+                .query::<i64>(&mut a.conn())
+                .is_ok_and(|n| n == 1)
+        },
+    );
+    drop(a);
+    drop(b);
+    let c = TestProxy::start(&cluster);
+    let c_addr = c.addr.to_string();
+    common::wait_until(
+        Duration::from_secs(3),
+        "a restarted proxy to know the users",
+        || logs_in(&c_addr, "race", "x"),
+    );
+}

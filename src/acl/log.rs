@@ -25,6 +25,17 @@ pub enum Reason {
     Auth,
 }
 
+impl From<super::selector::Denial> for Reason {
+    fn from(denial: super::selector::Denial) -> Reason {
+        use super::selector::Denial;
+        match denial {
+            Denial::Command => Reason::Command,
+            Denial::Key(_) => Reason::Key,
+            Denial::Channel(_) => Reason::Channel,
+        }
+    }
+}
+
 impl Reason {
     /// As `ACL LOG` writes it.
     pub fn as_str(self) -> &'static str {

@@ -2,8 +2,8 @@
 //! call against it. A user has a root selector (its plain rules) and any number of `(…)`
 //! selectors; a call is allowed when one of them allows all of it (Redis 7.0's model).
 
+use super::error::RuleError;
 use super::glob;
-use super::RuleError;
 use crate::protocol::acl_catalog::{category_bit, Catalog, CatalogEntry, COMMAND_BITS};
 use crate::protocol::keyspec::{KEY_READ, KEY_WRITE};
 use bytes::Bytes;

@@ -1,10 +1,10 @@
 //! One ACL user: its flags, password hashes and selectors, changed rule by rule with Redis'
 //! `ACL SETUSER` language. Passwords are kept only as SHA-256 hex digests, as Redis keeps them.
 
+use super::error::RuleError;
 #[cfg(test)]
 use super::selector::Bitmap;
 use super::selector::{has_spaces, Call, Denial, Selector};
-use super::RuleError;
 use crate::protocol::acl_catalog::Catalog;
 use sha2::{Digest, Sha256};
 

@@ -277,6 +277,26 @@ impl Config {
                 "a token is required when admin.listen is not a loopback address".into(),
             ));
         }
+        if !self.auth.aclfile.is_empty() {
+            if !self.auth.users.is_empty() {
+                return Err((
+                    "auth.aclfile",
+                    "users come either from auth.users or from an ACL file, not both (as in Redis)"
+                        .into(),
+                ));
+            }
+            let text = std::fs::read_to_string(&self.auth.aclfile).map_err(|e| {
+                (
+                    "auth.aclfile",
+                    format!("cannot read {}: {e}", self.auth.aclfile),
+                )
+            })?;
+            // Command names are checked once the cluster's command table is known.
+            let none = crate::protocol::acl_catalog::Catalog::default();
+            let lenient = crate::acl::file::Strictness::SkipUnknownCommands;
+            crate::acl::file::parse(&text, &self.auth.aclfile, &none, lenient)
+                .map_err(|e| ("auth.aclfile", e))?;
+        }
         let mut names = std::collections::HashSet::new();
         for user in &self.auth.users {
             if user.name.is_empty() || user.name.contains(char::is_whitespace) {

@@ -182,6 +182,9 @@ pub struct AuthSection {
     pub requirepass: String,
     /// Further users (`AUTH <name> <password>`).
     pub users: Vec<AuthUser>,
+    /// An ACL file in Redis' format (`user <name> <rules…>` per line), read at start and by
+    /// `ACL LOAD`, written by `ACL SAVE`; empty: none. Not together with `users`.
+    pub aclfile: String,
 }
 
 /// One `[[auth.users]]` entry.
@@ -200,6 +203,7 @@ impl std::fmt::Debug for AuthSection {
         f.debug_struct("AuthSection")
             .field("requirepass", &redact(&self.requirepass))
             .field("users", &names)
+            .field("aclfile", &self.aclfile)
             .finish()
     }
 }
@@ -207,7 +211,7 @@ impl std::fmt::Debug for AuthSection {
 impl AuthSection {
     /// True when clients must authenticate before anything else.
     pub fn required(&self) -> bool {
-        !self.requirepass.is_empty() || !self.users.is_empty()
+        !self.requirepass.is_empty() || !self.users.is_empty() || !self.aclfile.is_empty()
     }
 }
 

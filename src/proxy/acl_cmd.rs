@@ -1,8 +1,9 @@
 //! The `ACL` command, answered by the proxy from its own users (see [`crate::acl`]).
 
+use super::action::Action;
 use super::client_state::ClientState;
 use super::Shared;
-use crate::acl::log::{now_ms, Reason};
+use crate::acl::log::now_ms;
 use crate::acl::selector::{channels_of, Call, Denial, Selector};
 use crate::acl::user::{merge_selector_args, valid_name};
 use crate::acl::{describe, User};
@@ -16,14 +17,40 @@ fn text(s: &str) -> Bytes {
     reply::bulk(Bytes::copy_from_slice(s.as_bytes()))
 }
 
-/// Answers `ACL <subcommand> …`.
-pub fn acl(shared: &Shared, client: &ClientState, args: &[Bytes], table: &CommandTable) -> Bytes {
+/// Answers `ACL <subcommand> …`; changes are stored in the cluster first (see
+/// [`super::acl_sync`]), so their reply comes later.
+pub fn acl(
+    shared: &Arc<Shared>,
+    client: &ClientState,
+    args: &[Bytes],
+    table: &CommandTable,
+) -> Action {
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+    match (sub.as_str(), args.len()) {
+        ("setuser", n) if n >= 3 => setuser(shared, args),
+        ("deluser", n) if n >= 3 => deluser(shared, args),
+        ("load", 2) | ("save", 2) if !shared.auth.aclfile.is_empty() => {
+            let shared = shared.clone();
+            match sub.as_str() {
+                "load" => Action::later(async move { load(&shared).await }),
+                _ => Action::now(save(&shared, table.catalog())),
+            }
+        }
+        _ => Action::now(read_only(shared, client, args, table, &sub)),
+    }
+}
+
+/// The subcommands that change nothing.
+fn read_only(
+    shared: &Shared,
+    client: &ClientState,
+    args: &[Bytes],
+    table: &CommandTable,
+    sub: &str,
+) -> Bytes {
     let catalog = table.catalog();
     let resp3 = client.resp3;
-    match (sub.as_str(), args.len()) {
-        ("setuser", n) if n >= 3 => setuser(shared, args, catalog),
-        ("deluser", n) if n >= 3 => deluser(shared, args),
+    match (sub, args.len()) {
         ("getuser", 3) => match shared.acl.user(&String::from_utf8_lossy(&args[2])) {
             Some(user) => getuser(&user, catalog, resp3),
             None => reply::null_for(resp3),
@@ -33,7 +60,7 @@ pub fn acl(shared: &Shared, client: &ClientState, args: &[Bytes], table: &Comman
             let lines: Vec<Bytes> = users
                 .by_name
                 .values()
-                .map(|u| match sub.as_str() {
+                .map(|u| match sub {
                     "users" => text(&u.name),
                     _ => text(&format!("user {} {}", u.name, describe::user(u, catalog))),
                 })
@@ -73,65 +100,116 @@ pub fn acl(shared: &Shared, client: &ClientState, args: &[Bytes], table: &Comman
     }
 }
 
-fn setuser(shared: &Shared, args: &[Bytes], catalog: &Catalog) -> Bytes {
+/// `ACL LOAD`: the ACL file replaces every user (all or nothing); as in Redis, every
+/// connection of a user other than `default` is closed.
+async fn load(shared: &Shared) -> Bytes {
+    let Some(snapshot) = shared.router.topology.current().as_ref().cloned() else {
+        return reply::error("ERR slotproxy: not connected to the cluster yet");
+    };
+    let loaded = match super::acl_users::configured_users(&shared.auth, snapshot.commands.catalog())
+    {
+        Ok(users) => users,
+        Err(errors) => return reply::error(&format!("ERR {errors}")),
+    };
+    let before: Vec<String> = shared.acl.users().by_name.keys().cloned().collect();
+    let changed = super::acl_sync::change(shared, |users, _| {
+        *users = loaded.clone();
+        Ok(())
+    })
+    .await;
+    if let Err(error) = changed {
+        return error;
+    }
+    for name in before.iter().filter(|n| *n != "default") {
+        super::acl_users::disconnect(shared, name);
+    }
+    reply::ok()
+}
+
+/// `ACL SAVE`: every user to the ACL file, replaced at once (written aside, then renamed).
+fn save(shared: &Shared, catalog: &Catalog) -> Bytes {
+    let path = std::path::Path::new(&shared.auth.aclfile);
+    let text = crate::acl::file::to_text(&shared.acl.users(), catalog);
+    let aside = path.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::write(&aside, text).and_then(|()| std::fs::rename(&aside, path));
+    match written {
+        Ok(()) => reply::ok(),
+        Err(error) => {
+            let _ = std::fs::remove_file(&aside);
+            tracing::warn!(file = %path.display(), %error, "ACL SAVE failed");
+            reply::error("ERR There was an error trying to save the ACLs. Please check the server logs for more information")
+        }
+    }
+}
+
+fn setuser(shared: &Arc<Shared>, args: &[Bytes]) -> Action {
     let name = String::from_utf8_lossy(&args[2]).into_owned();
     if !valid_name(&args[2]) {
-        return reply::error("ERR Usernames can't contain spaces or null characters");
+        return Action::now(reply::error(
+            "ERR Usernames can't contain spaces or null characters",
+        ));
     }
     let rules: Vec<&[u8]> = args[3..].iter().map(|a| a.as_ref()).collect();
     let merged = match merge_selector_args(&rules) {
         Ok(merged) => merged,
         Err(at) => {
-            return reply::error(&format!(
+            return Action::now(reply::error(&format!(
                 "ERR Unmatched parenthesis in acl selector starting at '{}'.",
                 String::from_utf8_lossy(rules[at])
-            ))
+            )))
         }
     };
-    let changed = shared.acl.modify(|users| {
-        let mut user = users
-            .by_name
-            .get(&name)
-            .map(|u| User::clone(u))
-            .unwrap_or_else(|| User::new(&name));
-        for rule in &merged {
-            if let Err(error) = user.apply(rule, catalog) {
-                return Err(reply::error(&format!(
-                    "ERR Error in ACL SETUSER modifier '{}': {error}",
-                    String::from_utf8_lossy(rule)
-                )));
+    let shared = shared.clone();
+    Action::later(async move {
+        let changed = super::acl_sync::change(&shared, |users, catalog| {
+            let mut user = users
+                .by_name
+                .get(&name)
+                .map(|u| User::clone(u))
+                .unwrap_or_else(|| User::new(&name));
+            for rule in &merged {
+                if let Err(error) = user.apply(rule, catalog) {
+                    return Err(reply::error(&format!(
+                        "ERR Error in ACL SETUSER modifier '{}': {error}",
+                        String::from_utf8_lossy(rule)
+                    )));
+                }
             }
+            users.by_name.insert(name.clone(), Arc::new(user));
+            Ok(())
+        })
+        .await;
+        match changed {
+            Ok(()) => reply::ok(),
+            Err(error) => error,
         }
-        users.by_name.insert(name.clone(), Arc::new(user));
-        Ok(())
-    });
-    match changed {
-        Ok(()) => reply::ok(),
-        Err(error) => error,
-    }
+    })
 }
 
-fn deluser(shared: &Shared, args: &[Bytes]) -> Bytes {
+/// Deletes users; their connections are closed as the change is installed (here and, as
+/// they see it, on the other proxies).
+fn deluser(shared: &Arc<Shared>, args: &[Bytes]) -> Action {
     let names: Vec<String> = args[2..]
         .iter()
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     if names.iter().any(|n| n == "default") {
-        return reply::error("ERR The 'default' user cannot be removed");
+        return Action::now(reply::error("ERR The 'default' user cannot be removed"));
     }
-    let deleted = shared.acl.modify(|users| {
-        let removed: Vec<String> = names
-            .iter()
-            .filter(|n| users.by_name.remove(*n).is_some())
-            .cloned()
-            .collect();
-        Ok::<_, ()>(removed)
-    });
-    let deleted = deleted.unwrap_or_default();
-    for name in &deleted {
-        super::acl_users::disconnect(shared, name);
-    }
-    reply::integer(deleted.len() as i64)
+    let shared = shared.clone();
+    Action::later(async move {
+        let deleted = super::acl_sync::change(&shared, |users, _| {
+            Ok(names
+                .iter()
+                .filter(|n| users.by_name.remove(*n).is_some())
+                .count())
+        })
+        .await;
+        match deleted {
+            Ok(count) => reply::integer(count as i64),
+            Err(error) => error,
+        }
+    })
 }
 
 /// `ACL GETUSER`'s fields of one selector.
@@ -279,15 +357,6 @@ fn dryrun(shared: &Shared, args: &[Bytes], table: &CommandTable) -> Bytes {
             "This user has no permissions to access the '{}' channel",
             shown(at)
         )),
-    }
-}
-
-/// What `ACL LOG` records of a denial.
-pub fn reason_of(denial: Denial) -> Reason {
-    match denial {
-        Denial::Command => Reason::Command,
-        Denial::Key(_) => Reason::Key,
-        Denial::Channel(_) => Reason::Channel,
     }
 }
 

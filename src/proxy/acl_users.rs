@@ -41,6 +41,27 @@ pub fn users_from_config(auth: &AuthSection) -> Users {
     users
 }
 
+/// The users the configuration defines, read against the cluster's commands: the ACL file's
+/// (`auth.aclfile`, every rule must apply) or else `[auth]`'s.
+pub fn configured_users(auth: &AuthSection, catalog: &Catalog) -> Result<Users, String> {
+    if auth.aclfile.is_empty() {
+        return Ok(users_from_config(auth));
+    }
+    let text = std::fs::read_to_string(&auth.aclfile)
+        .map_err(|e| format!("Error loading ACLs, opening file '{}': {e}", auth.aclfile))?;
+    let strict = crate::acl::file::Strictness::Strict;
+    let mut users = crate::acl::file::parse(&text, &auth.aclfile, catalog, strict)?;
+    // A file without `default`: Redis' default user, with `requirepass` if one is set.
+    if !users.by_name.contains_key("default") {
+        let configured = users_from_config(&AuthSection {
+            requirepass: auth.requirepass.clone(),
+            ..Default::default()
+        });
+        users.by_name.extend(configured.by_name);
+    }
+    Ok(users)
+}
+
 /// Whether a new connection must log in: the `default` user has a password or is off.
 pub fn login_required(acl: &Acl) -> bool {
     acl.user("default")
@@ -82,7 +103,7 @@ pub fn denied(
         })
     });
     let denial = checked.err()?;
-    let reason = super::acl_cmd::reason_of(denial);
+    let reason = Reason::from(denial);
     shared
         .metrics
         .acl_denials

@@ -96,6 +96,11 @@ async fn wait_for_data(router: &Arc<Router>, pinned: &SharedPinned, call: &Block
         match outcome {
             Outcome::Reply(reply) => return reply,
             Outcome::Moved if moves < router.max_retries() => {
+                // The first re-issue goes at once; a slot still handing over (the map not yet
+                // caught up) gets the router's growing pause, as other redirects do.
+                if moves > 0 {
+                    tokio::time::sleep(router.backoff(moves - 1)).await;
+                }
                 moves += 1;
                 tracing::debug!(slot = call.slot, "blocked command's slot moved; re-issuing");
             }

@@ -504,7 +504,7 @@ fn local_command(
         }
         Local::Acl => {
             let table = &snapshot.commands;
-            ready(super::acl_cmd::acl(shared, client, args, table))
+            super::acl_cmd::acl(shared, client, args, table)
         }
         Local::KeySlot => ready(local::keyslot(args)),
         Local::Monitor => {

@@ -2,6 +2,7 @@
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
 pub mod acl_cmd;
+pub mod acl_sync;
 pub mod acl_users;
 pub mod action;
 pub mod admin_cmd;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub scripts: scripts::ScriptCache,
     /// The clients' users and permissions (`[auth]`, `ACL SETUSER`).
     pub acl: Arc<crate::acl::Acl>,
+    /// `[auth]` as configured: its users are put into the shared set at every start.
+    pub auth: crate::config::AuthSection,
     /// Bytes of Pub/Sub messages queued for one client before it is disconnected.
     pub pubsub_output_limit: usize,
     /// `[compat] admin_commands`: node administration allowed through the proxy.
