@@ -141,6 +141,28 @@ const SCRIPT: &[(&str, &str, Cmp)] = &[
     ("admin", "ACL CAT a b", Cmp::Same),
     ("admin", "ACL GENPASS 0", Cmp::Same),
     ("admin", "ACL NOSUCH", Cmp::Same),
+    // The remaining rule kinds.
+    (
+        "admin",
+        "ACL SETUSER frank on >a >b %RW~rw:* ~x allchannels allcommands skip-sanitize-payload",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER frank", Cmp::Rules),
+    ("frank", "AUTH frank b", Cmp::Same),
+    ("frank", "SET rw:1 v", Cmp::Same),
+    ("frank", "SET y v", Cmp::Same),
+    (
+        "admin",
+        "ACL SETUSER frank resetpass resetkeys resetchannels nocommands sanitize-payload",
+        Cmp::Same,
+    ),
+    ("admin", "ACL GETUSER frank", Cmp::Rules),
+    ("admin", "ACL LIST", Cmp::Rules),
+    ("frank", "SET rw:1 v", Cmp::Same),
+    ("eve", "AUTH frank b", Cmp::Same),
+    ("admin", "ACL SETUSER frank nopass allcommands", Cmp::Same),
+    ("frank", "PUBLISH c x", Cmp::Same),
+    ("frank", "GET rw:1", Cmp::Same),
     // Disabled users cannot log in; reset.
     ("admin", "ACL SETUSER bob off", Cmp::Same),
     ("eve", "AUTH bob x", Cmp::Same),
@@ -246,7 +268,7 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
     let proxy = TestProxy::start(&cluster);
     let mut admin = proxy.conn();
     let ok: String = redis::cmd("ACL")
-        .arg(&["SETUSER", "temp", "on", ">pw", "~*", "+get"])
+        .arg(&["SETUSER", "temp", "on", ">pw", "~*", "+get", "+eval"])
         .query(&mut admin)
         .expect("setuser");
     assert_eq!(ok, "OK");
@@ -263,11 +285,25 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
         format!("{denied:?}").to_lowercase().contains("noperm"),
         "{denied:?}"
     );
+    // Nor through a script: it would run with the proxy's node rights, so it is refused.
+    let script = redis::cmd("EVAL")
+        .arg(&["return redis.call('SET', KEYS[1], 'v')", "1", "k"])
+        .query::<String>(&mut temp);
+    let text = format!("{script:?}");
+    assert!(
+        text.contains("through slotproxy") && text.contains("+@all ~* &*"),
+        "{text}"
+    );
     let value: Option<String> = redis::cmd("GET").arg("k").query(&mut admin).expect("get");
     assert_eq!(value, None);
+    let allowed: String = redis::cmd("EVAL")
+        .arg(&["return redis.call('SET', KEYS[1], 'v')", "1", "k"])
+        .query(&mut admin)
+        .expect("the default user runs scripts");
+    assert_eq!(allowed, "OK");
     let (_, metrics) = common::http_get(proxy.admin, "/metrics");
     assert!(
-        metrics.contains("slotproxy_acl_denials_total{reason=\"command\"} 1"),
+        metrics.contains("slotproxy_acl_denials_total{reason=\"command\"} 2"),
         "{metrics}"
     );
     let deleted: i64 = redis::cmd("ACL")
@@ -357,23 +393,24 @@ fn one_set_of_users_for_every_proxy_kept_in_the_cluster() {
     for writer in writers {
         writer.join().expect("writer");
     }
-    let user = acl(&mut b.conn(), &["GETUSER", "race"]).expect("getuser");
-    let keys = match user {
-        Value::Array(fields) => fields
-            .chunks(2)
-            .find(|f| text(&f[0]) == "keys")
-            .map(|f| text(&f[1]))
-            .unwrap_or_default(),
-        other => panic!("{other:?}"),
+    let all_there = || {
+        let user = acl(&mut b.conn(), &["GETUSER", "race"]).expect("getuser");
+        let keys = match user {
+            Value::Array(fields) => fields
+                .chunks(2)
+                .find(|f| text(&f[0]) == "keys")
+                .map(|f| text(&f[1]))
+                .unwrap_or_default(),
+            other => panic!("{other:?}"),
+        };
+        (0..2).all(|w| (0..15).all(|i| keys.split(' ').any(|k| k == format!("~w{w}:{i}"))))
     };
-    for w in 0..2 {
-        for i in 0..15 {
-            assert!(
-                keys.split(' ').any(|k| k == format!("~w{w}:{i}")),
-                "w{w}:{i} lost: {keys}"
-            );
-        }
-    }
+    // B shows the last change made through A once it polled (within POLL).
+    common::wait_until(
+        Duration::from_secs(3),
+        "every concurrent change on B",
+        all_there,
+    );
 
     // FLUSHALL wipes the key; the proxies write the users back. A restart keeps them.
     let _: String = redis::cmd("FLUSHALL")
@@ -383,12 +420,39 @@ fn one_set_of_users_for_every_proxy_kept_in_the_cluster() {
         Duration::from_secs(3),
         "the users to be written back",
         || {
-            redis::cmd("EXISTS")
-                .arg("slotproxy:acl")
-                .query::<i64>(&mut a.conn())
-                .is_ok_and(|n| n == 1)
+            cluster
+                .nodes
+                .iter()
+                .any(|n| n.try_cmd::<i64>(&["EXISTS", "slotproxy:acl"]) == Some(1))
         },
     );
+    // Clients see an empty Redis: the key is neither listed, counted nor reachable.
+    let mut client = a.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut client)
+        .expect("keys");
+    assert!(keys.is_empty(), "{keys:?}");
+    let size: i64 = redis::cmd("DBSIZE").query(&mut client).expect("dbsize");
+    assert_eq!(size, 0);
+    let (_, scanned): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg("0")
+        .query(&mut client)
+        .expect("scan");
+    assert!(scanned.is_empty(), "{scanned:?}");
+    let random: Option<String> = redis::cmd("RANDOMKEY")
+        .query(&mut client)
+        .expect("randomkey");
+    assert_eq!(random, None);
+    for command in [&["HGETALL", "slotproxy:acl"][..], &["DEL", "slotproxy:acl"]] {
+        let refused = redis::cmd(command[0])
+            .arg(&command[1..])
+            .query::<Value>(&mut client);
+        assert!(
+            format!("{refused:?}").contains("proxies' own state"),
+            "{refused:?}"
+        );
+    }
     drop(a);
     drop(b);
     let c = TestProxy::start(&cluster);

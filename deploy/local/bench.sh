@@ -19,7 +19,8 @@
 #   proxy.worker_threads, 1 by default because the nodes and redis-benchmark share the cores;
 #   0 = one per core; see docs/perf.md), BIN (the slotproxy binary to measure; default: build
 #   target/release/slotproxy), REFERENCE (nutcracker, the default, installed with apt-get when
-#   missing; or none).
+#   missing; acl: the same proxy again, logged in as an ACL user with `~* &* +@all -@dangerous`,
+#   so every command goes through the permission check; or none).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -145,6 +146,8 @@ bench() {
   local where=(-h 127.0.0.1 -p "$PROXY_PORT")
   [ "$target" = direct ] && where=(--cluster -h 127.0.0.1 -p "${NODES[0]}")
   [ "$target" = reference ] && where=(-h 127.0.0.1 -p "$REF_PORT")
+  [ "$target" = reference ] && [ "$REFERENCE" = acl ] \
+    && where=(-h 127.0.0.1 -p "$PROXY_PORT" --user bench -a benchpw)
   local out
   out=$(timeout 300 redis-benchmark "${where[@]}" -c "$CLIENTS" -n "$n" -P "$p" -d 64 -r 100000 --csv "$@" 2>/dev/null) \
     || die "redis-benchmark $target -P $p $* failed"
@@ -174,7 +177,7 @@ for w in "${WORKLOADS[@]}"; do (workload "$w" >/dev/null) || exit 1; done
 ensure_redis
 command -v curl >/dev/null 2>&1 || die "curl not found: apt-get install -y curl"
 ports=("${NODES[@]}" "$PROXY_PORT" "$ADMIN_PORT")
-[ "$REFERENCE" = none ] || ports+=("${REF_NODES[@]}" "$REF_PORT" "$REF_STATS_PORT")
+[ "$REFERENCE" = nutcracker ] && ports+=("${REF_NODES[@]}" "$REF_PORT" "$REF_STATS_PORT")
 for p in "${ports[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use; stop what runs there first"; fi
 done
@@ -186,8 +189,14 @@ wait_cluster_ok 3 "${NODES[@]}"
 start_proxy
 case $REFERENCE in
   nutcracker) start_reference ;;
+  acl)
+    # A restricted user: not `+@all` alone, so the proxy checks every command's rules and keys.
+    cli "$PROXY_PORT" ACL SETUSER bench on '>benchpw' '~*' '&*' '+@all' '-@dangerous' >/dev/null \
+      || die "ACL SETUSER through the proxy failed"
+    REF_PID=$PID
+    ;;
   none) ;;
-  *) die "REFERENCE must be nutcracker or none, not '$REFERENCE'" ;;
+  *) die "REFERENCE must be nutcracker, acl or none, not '$REFERENCE'" ;;
 esac
 sleep 1
 RSS_IDLE=$(rss_kb)
@@ -268,7 +277,10 @@ echo "redis-benchmark --cluster sends instead (the cluster refuses a multi-slot 
 echo "nodes us/op = CPU time of all cluster nodes per command in the direct run: the cost of the"
 echo "same network round trips in Redis itself, a floor for what a proxy doing them twice can reach."
 echo "get-P1-c10 = moderate load (10 clients): the p99 the proxy adds is proxy p99 - direct p99."
-if [ "$REFERENCE" != none ]; then
+if [ "$REFERENCE" = acl ]; then
+  echo "ref = the same proxy, right after, logged in as ACL user 'bench' (~* &* +@all -@dangerous):"
+  echo "every command is checked against the user's rules and keys; ref us/op is the proxy's CPU."
+elif [ "$REFERENCE" != none ]; then
   echo "ref = nutcracker $(nutcracker --version 2>&1 | head -1 | sed 's/.*nutcracker-//') (C, single-threaded) over 3 standalone redis-servers,"
   echo "same workloads right after the proxy's run; ref us/op is nutcracker's CPU time per command."
 fi
@@ -279,5 +291,5 @@ for w in "${WORKLOADS[@]}"; do
   per_round=$((per_round + n))
 done
 echo "proxy RSS: idle ${RSS_IDLE} kB; after each round ($((per_round / 1000))k commands each): ${RSS_ROUNDS[*]} kB"
-[ -n "$REF_RSS_IDLE" ] && echo "nutcracker RSS: idle ${REF_RSS_IDLE} kB; after the rounds $(rss_kb "$REF_PID") kB"
+[ "$REFERENCE" = nutcracker ] && [ -n "$REF_RSS_IDLE" ] && echo "nutcracker RSS: idle ${REF_RSS_IDLE} kB; after the rounds $(rss_kb "$REF_PID") kB"
 echo "proxy RSS with $conns idle client connections: ${with_conns} kB (+$(( (with_conns - before_conns) * 1000 / (conns > 0 ? conns : 1) )) bytes per connection)"

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// The key holding the lease.
-pub const LEASE_KEY: &str = "slotproxy:migration-lease";
+/// The key holding the lease (hidden from clients, see `protocol::reserved`).
+pub use crate::protocol::reserved::LEASE_KEY;
 const RENEW: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
 /// Data-path lane used for lease commands (any lane works; this keeps them off lane 0).

@@ -11,6 +11,7 @@ pub mod keyspec;
 pub mod policy;
 pub mod reply;
 pub mod request;
+pub mod reserved;
 pub mod scan;
 
 pub use request::Request;

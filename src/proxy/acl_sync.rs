@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The key holding the users.
-pub const ACL_KEY: &str = "slotproxy:acl";
+/// The key holding the users (hidden from clients, see `protocol::reserved`).
+pub use crate::protocol::reserved::ACL_KEY;
 /// How often each proxy looks for changes made through the others.
 pub const POLL: Duration = Duration::from_millis(500);
 /// Writes refused because another proxy changed the users first, before giving up.

@@ -102,7 +102,10 @@ pub fn denied(
             channels: channels_of(&info.name, args.len()),
         })
     });
-    let denial = checked.err()?;
+    let denial = match checked {
+        Ok(()) => return script_denied(shared, client, info),
+        Err(denial) => denial,
+    };
     let reason = Reason::from(denial);
     shared
         .metrics
@@ -128,6 +131,49 @@ pub fn denied(
         client.user.name.clone(),
     );
     Some(reply::error(&crate::acl::noperm(denial, &info.name)))
+}
+
+/// Commands that run a script or function on a node.
+const SCRIPT_RUNNERS: &[&str] = &[
+    "eval",
+    "eval_ro",
+    "evalsha",
+    "evalsha_ro",
+    "fcall",
+    "fcall_ro",
+];
+
+/// A script runs on the node with the proxy's own node rights, where the client's rules are
+/// not checked; so only a user that may run every command on every key and channel may run
+/// one (for it, nothing a script does is denied anyway). Others get `-NOPERM` saying why.
+fn script_denied(shared: &Shared, client: &ClientState, info: &CommandInfo) -> Option<Bytes> {
+    if !SCRIPT_RUNNERS.contains(&info.name.as_str())
+        || client.user.selectors.iter().any(|s| s.unrestricted())
+    {
+        return None;
+    }
+    shared
+        .metrics
+        .acl_denials
+        .with_label_values(&[Reason::Command.as_str()])
+        .inc();
+    let context = match client.txn.in_multi() {
+        true => Context::Multi,
+        false => Context::Toplevel,
+    };
+    let user = client.user.name.clone();
+    log(
+        shared,
+        client,
+        Reason::Command,
+        context,
+        info.name.clone(),
+        user,
+    );
+    Some(reply::error(&format!(
+        "NOPERM this user has no permissions to run the '{}' command through slotproxy: scripts run on the nodes with the proxy's rights, so only a user allowed every command, key and channel (+@all ~* &*) may run them",
+        info.name
+    )))
 }
 
 fn log(

@@ -187,6 +187,9 @@ fn route(
     ) {
         return rejected_known(client, denied, info, in_multi);
     }
+    if let Some(refused) = super::reserved::refusal(&info, &request.args) {
+        return rejected_known(client, refused, info, in_multi);
+    }
     let group = match info.policy {
         Policy::Local(_) => CommandGroup::Local,
         Policy::Refused(_) => CommandGroup::Rejected,
@@ -315,13 +318,26 @@ fn answer(
             }
             KeyPositions::AskCluster => keyed(shared, client, lane, info, request),
         },
-        Policy::AllMasters(join) => Action::later(fanout::all_masters(
-            shared.router.clone(),
-            snapshot.clone(),
-            lane,
-            request.raw,
-            join,
-        )),
+        Policy::AllMasters(join) => {
+            let (router, snapshot, raw) = (shared.router.clone(), snapshot.clone(), request.raw);
+            let all = move || {
+                fanout::all_masters(router.clone(), snapshot.clone(), lane, raw.clone(), join)
+            };
+            // The proxies' own keys stay out of sight (see `super::reserved`).
+            let router = shared.router.clone();
+            match info.name.as_str() {
+                "keys" => {
+                    Action::later(async move { super::reserved::without_reserved(all().await) })
+                }
+                "dbsize" => {
+                    Action::later(
+                        async move { super::reserved::dbsize(all(), &router, lane).await },
+                    )
+                }
+                "randomkey" => Action::later(super::reserved::randomkey(all)),
+                _ => Action::later(all()),
+            }
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod pinned;
 pub mod pubsub;
 pub mod replies;
+pub mod reserved;
 
 pub mod scan;
 pub mod scripts;

@@ -102,7 +102,12 @@ pub async fn scan(
         let (Some(next), Some(found)) = (next, frames::array_elements(&parts[1])) else {
             return reply::error("ERR slotproxy: unexpected SCAN reply from a node");
         };
-        keys.extend(found);
+        // The proxies' own keys are not the client's (see `super::reserved`).
+        keys.extend(
+            found
+                .into_iter()
+                .filter(|k| !frames::string(k).is_some_and(crate::protocol::reserved::is_reserved)),
+        );
         if next != 0 {
             let cursor = (next << SLOT_BITS) | u64::from(start_slot);
             return reply_with(cursor, &keys);
