@@ -463,3 +463,50 @@ fn one_set_of_users_for_every_proxy_kept_in_the_cluster() {
         || logs_in(&c_addr, "race", "x"),
     );
 }
+
+#[test]
+fn a_subscriber_that_loses_its_channel_is_closed() {
+    use std::io::{Read, Write};
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let mut admin = proxy.conn();
+    acl(
+        &mut admin,
+        &[
+            "SETUSER",
+            "ps",
+            "on",
+            ">pw",
+            "resetchannels",
+            "&foo:1",
+            "+@all",
+        ],
+    )
+    .expect("setuser");
+    let mut sub = std::net::TcpStream::connect(proxy.addr).expect("connect");
+    sub.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    sub.write_all(b"AUTH ps pw\r\nCLIENT SETNAME deathrow\r\nSUBSCRIBE foo:1\r\n")
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !String::from_utf8_lossy(&seen).contains("foo:1") {
+        let n = sub.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut admin)
+        .expect("list");
+    assert!(list.contains("deathrow"), "{list}");
+    acl(&mut admin, &["SETUSER", "ps", "resetchannels"]).expect("revoke");
+    // Gone at once, as in Redis (the reply to SETUSER comes after the close).
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut admin)
+        .expect("list");
+    assert!(!list.contains("deathrow"), "{list}");
+    let n = sub.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the subscriber's connection is closed");
+}

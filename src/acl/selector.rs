@@ -307,7 +307,7 @@ pub struct Call<'a> {
     /// All arguments, the name included.
     pub args: &'a [Bytes],
     /// Key positions with the access each needs.
-    pub keys: Vec<(usize, u8)>,
+    pub keys: crate::protocol::keyspec::AclKeys,
     /// Channel positions, and whether each is a pattern (PSUBSCRIBE).
     pub channels: Vec<(usize, bool)>,
 }

@@ -133,6 +133,12 @@ impl Catalog {
             .map(|&i| &self.entries[i])
     }
 
+    /// The entry named exactly `name` (already lowercase, as the command table has it): the
+    /// per-command lookup, without the copy [`Catalog::find`] makes.
+    pub fn find_exact(&self, name: &str) -> Option<&CatalogEntry> {
+        self.by_name.get(name).map(|&i| &self.entries[i])
+    }
+
     /// The entry at `index`.
     pub fn entry(&self, index: usize) -> &CatalogEntry {
         &self.entries[index]

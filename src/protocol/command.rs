@@ -56,7 +56,7 @@ impl CommandInfo {
 
     /// The keys of this call with the access ACL checks require of each; where the specs
     /// cannot tell, the legacy key range, each key read and written.
-    pub fn acl_keys(&self, args: &[Bytes]) -> Vec<(usize, u8)> {
+    pub fn acl_keys(&self, args: &[Bytes]) -> keyspec::AclKeys {
         keyspec::acl_keys(&self.specs, self.legacy, self.movable_keys, args).unwrap_or_else(|| {
             let all = keyspec::KEY_READ | keyspec::KEY_WRITE;
             keyspec::acl_keys(&[], self.legacy, false, args)

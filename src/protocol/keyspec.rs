@@ -118,6 +118,9 @@ pub const KEY_READ: u8 = 1;
 /// ACL key access: the key is written (`insert`, `delete`, `update`).
 pub const KEY_WRITE: u8 = 2;
 
+/// Key positions with their ACL access, inline for the usual few keys (no allocation).
+pub type AclKeys = smallvec::SmallVec<[(usize, u8); 4]>;
+
 /// The keys of a call with the access each spec declares, as ACL checks need them (specs
 /// flagged `not_key`, such as a shard channel, are left out); `None` where the specs cannot
 /// tell. Without specs (servers before Redis 7) every key counts as read and written.
@@ -126,7 +129,7 @@ pub fn acl_keys(
     legacy: LegacyKeys,
     movable: bool,
     args: &[Bytes],
-) -> Option<Vec<(usize, u8)>> {
+) -> Option<AclKeys> {
     if specs.is_empty() {
         if movable {
             return None;
@@ -139,7 +142,7 @@ pub fn acl_keys(
                 .collect(),
         );
     }
-    let mut keys = Vec::new();
+    let mut keys = AclKeys::new();
     for spec in specs.iter().filter(|s| !s.not_key) {
         let access = match spec.variable {
             true => variable_access(args).unwrap_or(spec.access),

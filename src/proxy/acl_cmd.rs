@@ -336,7 +336,7 @@ fn dryrun(shared: &Shared, args: &[Bytes], table: &CommandTable) -> Bytes {
     let catalog = table.catalog();
     let checked = crate::acl::check(&user, || {
         Some(Call {
-            command: catalog.find(&info.name)?,
+            command: catalog.find_exact(&info.name)?,
             args: call_args,
             keys: info.acl_keys(call_args),
             channels: channels_of(&info.name, call_args.len()),

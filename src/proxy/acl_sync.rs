@@ -164,6 +164,7 @@ fn install(shared: &Shared, users: Users, version: u64) {
     for name in gone {
         super::acl_users::disconnect(shared, &name);
     }
+    super::acl_users::close_revoked_subscribers(shared);
 }
 
 /// Puts this proxy's configured users (`[auth]`) into the shared set, so that the

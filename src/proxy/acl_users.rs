@@ -96,7 +96,7 @@ pub fn denied(
 ) -> Option<Bytes> {
     let checked = crate::acl::check(&client.user, || {
         Some(Call {
-            command: catalog.find(&info.name)?,
+            command: catalog.find_exact(&info.name)?,
             args,
             keys: info.acl_keys(args),
             channels: channels_of(&info.name, args.len()),
@@ -239,6 +239,39 @@ pub fn login(
             )
         }
     }
+}
+
+/// Closes the subscribers whose user may no longer listen to one of their channels (Redis'
+/// `ACLKillPubsubClientsIfNeeded`); called as changed users are installed.
+pub fn close_revoked_subscribers(shared: &Shared) {
+    let users = shared.acl.users();
+    for client in shared.clients.all() {
+        let names = client.subscribed_to();
+        if names.is_empty() {
+            continue;
+        }
+        let keeps = users
+            .by_name
+            .get(&client.user())
+            .is_some_and(|user| may_keep(user, &names));
+        if !keeps {
+            tracing::debug!(client = %client.peer, "closing a subscriber whose user lost a channel");
+            client.kill.cancel();
+        }
+    }
+}
+
+/// Whether `user` may still listen to every one of `subscriptions` (name, is a pattern).
+pub fn may_keep(user: &User, subscriptions: &[(Bytes, bool)]) -> bool {
+    subscriptions.iter().all(|(name, pattern)| {
+        user.selectors.iter().any(|s| {
+            s.all_channels
+                || s.channels.iter().any(|allowed| match pattern {
+                    true => allowed == name,
+                    false => crate::acl::glob::matches(allowed, name),
+                })
+        })
+    })
 }
 
 /// Closes the connections of a deleted user (as Redis does).

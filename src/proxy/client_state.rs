@@ -84,6 +84,7 @@ impl ClientState {
         self.last_write = None;
         self.handle.set_name(None);
         self.handle.set_subscriptions([0; 3]);
+        self.handle.set_subscribed_to(Vec::new());
         self.handle.set_user("default");
         self.handle.set_resp3(false);
         self.resp3 = false;

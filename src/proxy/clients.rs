@@ -33,6 +33,8 @@ pub struct ClientHandle {
     resp3: AtomicBool,
     /// Channels, patterns, shard channels.
     subscriptions: [AtomicUsize; 3],
+    /// The subscriptions by name (pattern or not), for ACL re-checks when the user changes.
+    subscribed_to: Mutex<Vec<(Bytes, bool)>>,
     /// Commands queued in MULTI; -1 outside MULTI.
     multi: AtomicI64,
     /// Tripped by `CLIENT KILL`: the session ends.
@@ -59,6 +61,7 @@ impl ClientHandle {
             user: Mutex::new("default".into()),
             resp3: AtomicBool::new(false),
             subscriptions: Default::default(),
+            subscribed_to: Mutex::new(Vec::new()),
             multi: AtomicI64::new(-1),
             kill: CancellationToken::new(),
             blocked: AtomicBool::new(false),
@@ -114,7 +117,8 @@ impl ClientHandle {
         *self.user.lock() = user.to_string();
     }
 
-    fn user(&self) -> String {
+    /// The user the client runs as.
+    pub fn user(&self) -> String {
         self.user.lock().clone()
     }
 
@@ -128,6 +132,16 @@ impl ClientHandle {
         for (slot, count) in self.subscriptions.iter().zip(counts) {
             slot.store(count, Ordering::Relaxed);
         }
+    }
+
+    /// The subscriptions by name, and whether each is a pattern.
+    pub fn set_subscribed_to(&self, names: Vec<(Bytes, bool)>) {
+        *self.subscribed_to.lock() = names;
+    }
+
+    /// What [`ClientHandle::set_subscribed_to`] recorded.
+    pub fn subscribed_to(&self) -> Vec<(Bytes, bool)> {
+        self.subscribed_to.lock().clone()
     }
 
     /// Commands queued in MULTI (`None`: not in MULTI).
@@ -217,10 +231,20 @@ impl Registry {
         self.lock().remove(&id);
     }
 
-    /// `CLIENT LIST [ID id …]` text.
+    /// Every client now (killed ones that have not left yet excluded).
+    pub fn all(&self) -> Vec<Arc<ClientHandle>> {
+        self.lock()
+            .values()
+            .filter(|c| !c.kill.is_cancelled())
+            .cloned()
+            .collect()
+    }
+
+    /// `CLIENT LIST [ID id …]` text (a killed client is gone at once, as in Redis).
     pub fn list(&self, ids: Option<&[u64]>) -> String {
         self.lock()
             .values()
+            .filter(|c| !c.kill.is_cancelled())
             .filter(|c| ids.map_or(true, |ids| ids.contains(&c.id)))
             .map(|c| c.line())
             .collect()

@@ -265,6 +265,7 @@ fn answer(
                 .get_or_insert_with(|| Box::new(pubsub::PubSub::new(limit, overflow)));
             let reply = state.command(&shared.router, command, &request.args, client.resp3);
             client.handle.set_subscriptions(state.counts());
+            client.handle.set_subscribed_to(state.names());
             if !state.active() {
                 // Out of subscribed mode: the subscriber connections close.
                 client.pubsub = None;

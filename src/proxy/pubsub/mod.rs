@@ -120,6 +120,15 @@ impl PubSub {
         [self.channels.len(), self.patterns.len(), self.shard.len()]
     }
 
+    /// Every subscription, and whether it is a pattern (for ACL re-checks).
+    pub fn names(&self) -> Vec<(Bytes, bool)> {
+        let plain = self.channels.iter().chain(self.shard.keys());
+        plain
+            .map(|c| (c.clone(), false))
+            .chain(self.patterns.iter().map(|p| (p.clone(), true)))
+            .collect()
+    }
+
     fn global_count(&self) -> usize {
         self.channels.len() + self.patterns.len()
     }
