@@ -9,6 +9,7 @@
 #          any Redis source tarball with tests/ works, e.g. from download.redis.io/releases)
 #   UNIT_TIMEOUT=600  seconds one unit may take on one side before it is stopped
 #   KEEP=dir          keep each run's output there
+#   ONLY_TEST=name    run only the tests of that name (test_helper's --only)
 # Installs tcl when it is missing. Uses the release binary (built if needed).
 set -euo pipefail
 
@@ -61,7 +62,7 @@ done
 run_unit() {
   (cd "$TREE" && timeout "$UNIT_TIMEOUT" tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$1" \
     --singledb --cluster-mode --ignore-encoding --tags -needs:repl --single "$2" --clients 1 \
-    >"$3" 2>&1) || true
+    ${ONLY_TEST:+--only "$ONLY_TEST"} >"$3" 2>&1) || true
 }
 
 # The suite colours its verdicts; the counts read the plain text.
