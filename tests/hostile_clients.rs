@@ -232,8 +232,11 @@ fn a_client_that_stops_reading_big_replies_is_cut_off_at_the_output_limit() {
         got.len() / (1024 * 1024),
         slowest.as_millis()
     );
+    // Unbounded, the 300 MiB of replies would pile up. What the nodes had already sent when
+    // the cut came is read and dropped, so the peak varies with timing: +2 to +67 MB seen on
+    // this 2-core machine (2026-12-03), hence the margin.
     assert!(
-        peak_kb < before_kb + 64 * 1024,
+        peak_kb < before_kb + 128 * 1024,
         "RSS grew from {before_kb} kB to {peak_kb} kB"
     );
 }
