@@ -320,24 +320,8 @@ fn answer(
             KeyPositions::AskCluster => keyed(shared, client, lane, info, request),
         },
         Policy::AllMasters(join) => {
-            let (router, snapshot, raw) = (shared.router.clone(), snapshot.clone(), request.raw);
-            let all = move || {
-                fanout::all_masters(router.clone(), snapshot.clone(), lane, raw.clone(), join)
-            };
-            // The proxies' own keys stay out of sight (see `super::reserved`).
             let router = shared.router.clone();
-            match info.name.as_str() {
-                "keys" => {
-                    Action::later(async move { super::reserved::without_reserved(all().await) })
-                }
-                "dbsize" => {
-                    Action::later(
-                        async move { super::reserved::dbsize(all(), &router, lane).await },
-                    )
-                }
-                "randomkey" => Action::later(super::reserved::randomkey(all)),
-                _ => Action::later(all()),
-            }
+            super::reserved::all_masters(router, snapshot.clone(), lane, request.raw, (join, info))
         }
     }
 }

@@ -2,9 +2,13 @@
 //! naming them are refused, and KEYS, SCAN, RANDOMKEY and DBSIZE answer as if they did not
 //! exist.
 
+use super::action::Action;
+use super::fanout;
 use crate::cluster::key_slot;
 use crate::cluster::router::{Router, Target};
+use crate::cluster::Snapshot;
 use crate::protocol::command::CommandInfo;
+use crate::protocol::command::Join;
 use crate::protocol::keyspec::KeyPositions;
 use crate::protocol::request::encode_command;
 use crate::protocol::reserved::{is_reserved, RESERVED_KEYS};
@@ -12,6 +16,26 @@ use crate::protocol::{reply, scan};
 use crate::upstream::Lane;
 use bytes::Bytes;
 use std::future::Future;
+use std::sync::Arc;
+
+/// A command every master answers (KEYS, DBSIZE, RANDOMKEY …), with the proxies' keys left
+/// out of the answer.
+pub fn all_masters(
+    router: Arc<Router>,
+    snapshot: Arc<Snapshot>,
+    lane: Lane,
+    raw: Bytes,
+    (join, info): (Join, &CommandInfo),
+) -> Action {
+    let asker = router.clone();
+    let all = move || fanout::all_masters(asker.clone(), snapshot.clone(), lane, raw.clone(), join);
+    match info.name.as_str() {
+        "keys" => Action::later(async move { without_reserved(all().await) }),
+        "dbsize" => Action::later(async move { dbsize(all(), &router, lane).await }),
+        "randomkey" => Action::later(randomkey(all)),
+        _ => Action::later(all()),
+    }
+}
 
 /// The refusal of a command naming a reserved key, or `None`. Cheap when no argument has a
 /// reserved name (the usual case: one length comparison per argument).
