@@ -32,7 +32,8 @@ fn slow_clients_make_the_job_back_off_and_it_says_why() {
     assert!(baseline > 0.0 && baseline < 50.0, "{pace}");
     assert_eq!(pace["max_client_p99_ratio"], 2.0, "{pace}");
     let target = pace["target_p99_ms"].as_f64().expect("a target");
-    assert!(target >= baseline * 2.0 - 1e-9, "{pace}");
+    // Both are rounded to 0.01 ms on their own: 4.096 shows as 4.1, its double 8.192 as 8.19.
+    assert!(target >= baseline * 2.0 - 0.011, "{pace}");
 
     // A steady client of plain GETs, all along.
     let steady_stop = Arc::new(AtomicBool::new(false));
