@@ -5,7 +5,7 @@ use super::auth::AuthOutcome;
 use super::client_state::ClientState;
 use super::Shared;
 use crate::acl::log::{Context, Entry, Reason};
-use crate::acl::selector::{channels_of, Call};
+use crate::acl::selector::{channels_of, Call, Denial};
 use crate::acl::{Acl, User, Users};
 use crate::config::AuthSection;
 use crate::protocol::acl_catalog::Catalog;
@@ -94,18 +94,61 @@ pub fn denied(
     args: &[Bytes],
     catalog: &Catalog,
 ) -> Option<Bytes> {
-    let checked = crate::acl::check(&client.user, || {
+    let denial = match permission(client, info, args, catalog) {
+        Ok(()) => return script_denied(shared, client, info),
+        Err(denial) => denial,
+    };
+    record(shared, client, info, args, denial);
+    Some(reply::error(&crate::acl::noperm(denial, &info.name)))
+}
+
+/// EXEC's second look at a queued command, with the user's rules as they are now: `None`
+/// when it may still run, else the `-NOPERM` that takes its place in EXEC's reply, in
+/// Redis' words (`execCommand`), logged and counted as at queue time.
+pub fn revoked_since_queued(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    args: &[Bytes],
+    catalog: &Catalog,
+) -> Option<Bytes> {
+    let denial = permission(client, info, args, catalog).err()?;
+    record(shared, client, info, args, denial);
+    let reason = match denial {
+        Denial::Command => "no permission to execute the command or subcommand",
+        Denial::Key(_) => "no permission to touch the specified keys",
+        Denial::Channel(_) => "no permission to access one of the channels used as arguments",
+    };
+    Some(reply::error(&format!(
+        "NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This command is no longer allowed for the following reason: {reason}"
+    )))
+}
+
+/// The user's rules applied to one command.
+fn permission(
+    client: &ClientState,
+    info: &CommandInfo,
+    args: &[Bytes],
+    catalog: &Catalog,
+) -> Result<(), Denial> {
+    crate::acl::check(&client.user, || {
         Some(Call {
             command: catalog.find_exact(&info.name)?,
             args,
             keys: info.acl_keys(args),
             channels: channels_of(&info.name, args.len()),
         })
-    });
-    let denial = match checked {
-        Ok(()) => return script_denied(shared, client, info),
-        Err(denial) => denial,
-    };
+    })
+}
+
+/// A denial into `ACL LOG` and the metric.
+fn record(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    args: &[Bytes],
+    denial: Denial,
+) {
     let reason = Reason::from(denial);
     shared
         .metrics
@@ -113,10 +156,8 @@ pub fn denied(
         .with_label_values(&[reason.as_str()])
         .inc();
     let object = match denial {
-        crate::acl::selector::Denial::Command => info.name.clone(),
-        crate::acl::selector::Denial::Key(at) | crate::acl::selector::Denial::Channel(at) => {
-            String::from_utf8_lossy(&args[at]).into_owned()
-        }
+        Denial::Command => info.name.clone(),
+        Denial::Key(at) | Denial::Channel(at) => String::from_utf8_lossy(&args[at]).into_owned(),
     };
     let context = match client.txn.in_multi() {
         true => Context::Multi,
@@ -130,7 +171,6 @@ pub fn denied(
         object,
         client.user.name.clone(),
     );
-    Some(reply::error(&crate::acl::noperm(denial, &info.name)))
 }
 
 /// Commands that run a script or function on a node.

@@ -252,7 +252,10 @@ fn answer(
             let router = &shared.router;
             match command {
                 TxnCommand::Multi => ready(client.txn.multi()),
-                TxnCommand::Exec => client.txn.exec(&shared.crossslot, lane),
+                TxnCommand::Exec => {
+                    let catalog = snapshot.commands.catalog();
+                    super::exec_recheck::exec(shared, client, lane, catalog)
+                }
                 TxnCommand::Discard => client.txn.discard(router),
                 TxnCommand::Watch => client.txn.watch(router, info, &request.args, lane.resp3),
                 TxnCommand::Unwatch => client.txn.unwatch(router),

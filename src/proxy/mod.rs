@@ -13,6 +13,7 @@ pub mod client_state;
 pub mod clients;
 pub mod crossslot;
 pub mod dispatch;
+pub mod exec_recheck;
 pub mod fanout;
 pub mod fanout_batch;
 pub mod idle;

@@ -63,6 +63,7 @@ struct Queued {
 #[derive(Debug)]
 struct QueuedCommand {
     raw: Bytes,
+    info: Arc<CommandInfo>,
     name: String,
     args: Vec<Bytes>,
     positions: Vec<usize>,
@@ -88,6 +89,26 @@ impl TxnState {
         self.queued.as_ref().map(|q| q.commands.len())
     }
 
+    /// The queued commands with their arguments, in order (none outside MULTI, or when a
+    /// queue-time error already doomed the transaction), for EXEC's permission re-check.
+    pub fn queued(&self) -> impl Iterator<Item = (&Arc<CommandInfo>, &[Bytes])> + '_ {
+        self.queued
+            .iter()
+            .filter(|q| !q.failed)
+            .flat_map(|q| q.commands.iter().map(|c| (&c.info, &c.args[..])))
+    }
+
+    /// Takes the commands at `positions` (ascending) out of the queue: EXEC will not run them.
+    pub fn drop_queued(&mut self, positions: &[usize]) {
+        if let Some(queued) = self.queued.as_mut() {
+            let mut index = 0;
+            queued.commands.retain(|_| {
+                index += 1;
+                positions.binary_search(&(index - 1)).is_err()
+            });
+        }
+    }
+
     fn watched_slots(&self) -> impl Iterator<Item = u16> + '_ {
         self.watchers.iter().flat_map(|w| w.slots.iter().copied())
     }
@@ -106,7 +127,7 @@ impl TxnState {
     /// refuses keys on another master than the transaction's others.
     pub fn queue(
         &mut self,
-        info: &CommandInfo,
+        info: &Arc<CommandInfo>,
         args: &[Bytes],
         raw: Bytes,
         refuse_across: Option<&SlotMap>,
@@ -137,6 +158,7 @@ impl TxnState {
         }
         queued.commands.push(QueuedCommand {
             raw,
+            info: info.clone(),
             name: info.name.clone(),
             args: args.to_vec(),
             positions,
