@@ -147,6 +147,7 @@ pub async fn start(config: Config) -> Result<Proxy, StartError> {
     };
     let shared = Arc::new(proxy::Shared {
         crossslot,
+        script_users: Default::default(),
         router,
         metrics: metrics.clone(),
         limits: protocol::request::Limits::from_config(&config.proxy),

@@ -201,10 +201,50 @@ const SCRIPT: &[(&str, &str, Cmp)] = &[
     ("admin", "ACL LOG", Cmp::Same),
     ("admin", "ACL DELUSER bob nobody", Cmp::Same),
     ("admin", "ACL USERS", Cmp::Same),
+    // Scripts run with the user's rights: the node checks each redis.call (Redis' own
+    // errors), and redis.acl_check_cmd answers for the user (the scripting unit's test).
+    (
+        "admin",
+        "ACL SETUSER sc on >p ~x* &news +@scripting +set +get +publish +multi +exec",
+        Cmp::Same,
+    ),
+    ("sc", "AUTH sc p", Cmp::Same),
+    ("sc", "EVAL\treturn redis.acl_check_cmd('set','xx',1)\t1\txx", Cmp::Same),
+    ("sc", "EVAL\treturn redis.acl_check_cmd('hset','xx','f',1)\t1\txx", Cmp::Same),
+    ("sc", "EVAL\treturn redis.acl_check_cmd('set','yy',1)\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.acl_check_cmd('invalid-cmd','arg')\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('SET',KEYS[1],'v')\t1\txx", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('GET',KEYS[1])\t1\txx", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('HSET',KEYS[1],'f','v')\t1\txh", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('SET','yy','v')\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.pcall('SET','yy','v')['err'] ~= nil\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('PUBLISH','other','m')\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('PUBLISH','news','m')\t0", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('GET',KEYS[1])\t1\tyy", Cmp::Same),
+    ("sc", "SCRIPT\tLOAD\treturn redis.call('GET',KEYS[1])", Cmp::Same),
+    ("sc", "EVALSHA\t620cd258c2c9c88c9d10db67812ccf663d96bdc6\t1\txx", Cmp::Same),
+    (
+        "admin",
+        "FUNCTION\tLOAD\tREPLACE\t#!lua name=acllib\nredis.register_function('aclf', function(keys, args) return redis.acl_check_cmd(args[1], keys[1], 'v') end)\nredis.register_function('setf', function(keys, args) return redis.call('SET', keys[1], 'f') end)",
+        Cmp::Same,
+    ),
+    ("sc", "FCALL\taclf\t1\txx\tset", Cmp::Same),
+    ("sc", "FCALL\taclf\t1\txx\thset", Cmp::Same),
+    ("sc", "FCALL\tsetf\t1\txx", Cmp::Same),
+    ("sc", "FCALL\tsetf\t1\tyy", Cmp::Same),
+    ("admin", "ACL SETUSER sc -set", Cmp::Same),
+    ("sc", "FCALL\tsetf\t1\txx", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('SET',KEYS[1],'w')\t1\txx", Cmp::Same),
+    ("sc", "MULTI", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('GET',KEYS[1])\t1\txx", Cmp::Same),
+    ("admin", "ACL SETUSER sc -get", Cmp::Same),
+    ("sc", "EXEC", Cmp::Same),
 ];
 
+/// Runs one step: its words are separated by spaces, or by tabs when it has any (scripts).
 fn run(con: &mut redis::Connection, line: &str) -> Result<Value, String> {
-    let words: Vec<&str> = line.split(' ').collect();
+    let separator = if line.contains('\t') { '\t' } else { ' ' };
+    let words: Vec<&str> = line.split(separator).collect();
     let mut cmd = redis::cmd(words[0]);
     for w in &words[1..] {
         cmd.arg(*w);
@@ -312,17 +352,49 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
         format!("{denied:?}").to_lowercase().contains("noperm"),
         "{denied:?}"
     );
-    // Nor through a script: it would run with the proxy's node rights, so it is refused.
+    // Nor through a script: it runs on a node user with temp's rights, and the node says no.
     let script = redis::cmd("EVAL")
         .arg(&["return redis.call('SET', KEYS[1], 'v')", "1", "k"])
         .query::<String>(&mut temp);
     let text = format!("{script:?}");
     assert!(
-        text.contains("through slotproxy") && text.contains("+@all ~* &*"),
+        text.contains("The user executing the script can't run this command"),
         "{text}"
     );
     let value: Option<String> = redis::cmd("GET").arg("k").query(&mut admin).expect("get");
     assert_eq!(value, None);
+    // Its `~*` covers every key but the proxies' own: no script reaches the shared users.
+    let own = redis::cmd("EVAL")
+        .arg(&["return redis.call('GET', 'slotproxy:acl')", "0"])
+        .query::<Option<String>>(&mut temp);
+    let text = format!("{own:?}");
+    assert!(
+        text.contains("can't access at least one of the keys"),
+        "{text}"
+    );
+    let read: Option<String> = redis::cmd("EVAL")
+        .arg(&["return redis.call('GET', KEYS[1])", "1", "k"])
+        .query(&mut temp)
+        .expect("a script within temp's rights runs");
+    assert_eq!(read, None);
+    // A pattern that matches the proxies' keys cannot be narrowed: its scripts are refused.
+    let _: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "near", "on", "nopass", "~slot*", "+eval"])
+        .query(&mut admin)
+        .expect("setuser");
+    let mut near = proxy.conn();
+    let _: String = redis::cmd("AUTH")
+        .arg(&["near", "x"])
+        .query(&mut near)
+        .expect("auth");
+    let refused = redis::cmd("EVAL")
+        .arg(&["return 1", "0"])
+        .query::<i64>(&mut near);
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("key pattern '~slot*' matches the proxies' own keys"),
+        "{text}"
+    );
     let allowed: String = redis::cmd("EVAL")
         .arg(&["return redis.call('SET', KEYS[1], 'v')", "1", "k"])
         .query(&mut admin)

@@ -12,6 +12,7 @@ pub mod error;
 pub mod file;
 pub mod glob;
 pub mod log;
+pub mod node_user;
 pub mod selector;
 pub mod store;
 pub mod user;

@@ -26,6 +26,7 @@ const LANE: Lane = Lane {
     index: usize::MAX / 2,
     resp3: false,
     client: crate::upstream::budget::NO_CLIENT,
+    identity: crate::upstream::identity::PROXY,
 };
 
 /// This proxy's side of the lease.

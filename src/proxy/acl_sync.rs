@@ -39,6 +39,7 @@ const LANE: Lane = Lane {
     index: usize::MAX / 2 + 1,
     resp3: false,
     client: crate::upstream::budget::NO_CLIENT,
+    identity: crate::upstream::identity::PROXY,
 };
 
 async fn call(shared: &Shared, args: &[&str]) -> Result<Bytes, String> {

@@ -11,6 +11,7 @@ use crate::config::AuthSection;
 use crate::protocol::acl_catalog::Catalog;
 use crate::protocol::command::CommandInfo;
 use crate::protocol::reply;
+use crate::upstream::Lane;
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -95,7 +96,7 @@ pub fn denied(
     catalog: &Catalog,
 ) -> Option<Bytes> {
     let denial = match permission(client, info, args, catalog) {
-        Ok(()) => return script_denied(shared, client, info),
+        Ok(()) => return script_denied(shared, client, info, catalog),
         Err(denial) => denial,
     };
     record(shared, client, info, args, denial);
@@ -173,27 +174,19 @@ fn record(
     );
 }
 
-/// Commands that run a script or function on a node.
-const SCRIPT_RUNNERS: &[&str] = &[
-    "eval",
-    "eval_ro",
-    "evalsha",
-    "evalsha_ro",
-    "fcall",
-    "fcall_ro",
-];
-
-/// A script runs on the node with the proxy's own node rights, where the client's rules are
-/// not checked; so only a user that may run every command on every key and channel may run
-/// one (for it, nothing a script does is denied anyway). Others get `-NOPERM` saying why.
-fn script_denied(shared: &Shared, client: &ClientState, info: &CommandInfo) -> Option<Bytes> {
+/// A restricted user's script runs on a node user with its rights (see
+/// [`super::script_users`]); refused, with `-NOPERM` saying why, when there can be none.
+fn script_denied(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    catalog: &Catalog,
+) -> Option<Bytes> {
     // The default user's path: one flag test, no name comparisons.
-    if client.user.unrestricted()
-        || !SCRIPT_RUNNERS.contains(&info.name.as_str())
-        || client.user.selectors.iter().any(|s| s.unrestricted())
-    {
+    if client.user.unrestricted() || !super::script_users::runs_script(info) {
         return None;
     }
+    let text = script_refusal(shared, client, info, catalog)?;
     shared
         .metrics
         .acl_denials
@@ -212,10 +205,46 @@ fn script_denied(shared: &Shared, client: &ClientState, info: &CommandInfo) -> O
         info.name.clone(),
         user,
     );
-    Some(reply::error(&format!(
-        "NOPERM this user has no permissions to run the '{}' command through slotproxy: scripts run on the nodes with the proxy's rights, so only a user allowed every command, key and channel (+@all ~* &*) may run them",
-        info.name
-    )))
+    Some(reply::error(&text))
+}
+
+/// The lane a command of `client` goes on: for a restricted user's script, the one of its
+/// node user (`Err`: the key pattern that prevents one).
+pub fn lane_for(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    lane: Lane,
+    catalog: &Catalog,
+) -> Result<Lane, String> {
+    if client.user.unrestricted() || !super::script_users::runs_script(info) {
+        return Ok(lane);
+    }
+    let settings = shared.router.topology.settings();
+    let identity = shared.script_users.identity(
+        &settings.identities,
+        &settings.password,
+        &client.user,
+        catalog,
+    )?;
+    Ok(Lane { identity, ..lane })
+}
+
+/// Why a script of `client` cannot run with its user's rights, if it cannot.
+pub fn script_refusal(
+    shared: &Shared,
+    client: &ClientState,
+    info: &CommandInfo,
+    catalog: &Catalog,
+) -> Option<String> {
+    use super::script_users::{unreachable_keys, watched};
+    match lane_for(shared, client, info, client.lane(), catalog) {
+        Err(pattern) => Some(unreachable_keys(&info.name, &pattern)),
+        Ok(lane) if lane.identity != crate::upstream::identity::PROXY && client.txn.watching() => {
+            Some(watched(&info.name))
+        }
+        Ok(_) => None,
+    }
 }
 
 fn log(
@@ -318,6 +347,8 @@ pub fn may_keep(user: &User, subscriptions: &[(Bytes, bool)]) -> bool {
 
 /// Closes the connections of a deleted user (as Redis does).
 pub fn disconnect(shared: &Shared, user: &str) {
+    let identities = &shared.router.topology.settings().identities;
+    shared.script_users.forget(identities, user);
     let filter = super::clients::KillFilter {
         user: Some(user.to_string()),
         ..Default::default()

@@ -70,6 +70,7 @@ impl ClientState {
             index: self.id as usize,
             resp3: self.resp3,
             client: self.budget,
+            identity: crate::upstream::identity::PROXY,
         }
     }
 

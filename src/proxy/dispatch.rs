@@ -232,6 +232,15 @@ fn route(
         "script|flush" => shared.scripts.clear(),
         _ => {}
     }
+    // A restricted user's script runs on its node user's connection.
+    let catalog = snapshot.commands.catalog();
+    let lane = match super::acl_users::lane_for(shared, client, &info, lane, catalog) {
+        Ok(lane) => lane,
+        Err(pattern) => {
+            let text = super::script_users::unreachable_keys(&info.name, &pattern);
+            return rejected_known(client, reply::error(&text), info, in_multi);
+        }
+    };
     let action = answer(shared, client, lane, request, &info, snapshot);
     (action, Some(info), group)
 }

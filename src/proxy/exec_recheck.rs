@@ -28,12 +28,25 @@ pub fn exec(
     }
     let mut revoked = Vec::new();
     let mut total = 0;
+    let mut lane = lane;
     for (at, (info, args)) in client.txn.queued().enumerate() {
         total += 1;
         if let Some(error) =
             super::acl_users::revoked_since_queued(shared, client, info, args, catalog)
         {
             revoked.push((at, error));
+            continue;
+        }
+        // A script runs on the user's node user: the node then checks the whole block
+        // with the user's rules, as Redis' EXEC does.
+        if super::script_users::runs_script(info) {
+            match super::acl_users::script_refusal(shared, client, info, catalog) {
+                Some(text) => revoked.push((at, crate::protocol::reply::error(&text))),
+                None => {
+                    let scripted = super::acl_users::lane_for(shared, client, info, lane, catalog);
+                    lane = scripted.unwrap_or(lane);
+                }
+            }
         }
     }
     if revoked.is_empty() {

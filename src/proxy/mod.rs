@@ -26,6 +26,7 @@ pub mod replies;
 pub mod reserved;
 
 pub mod scan;
+pub mod script_users;
 pub mod scripts;
 pub mod session;
 pub mod stop;
@@ -78,4 +79,6 @@ pub struct Shared {
     pub monitors: monitor::Monitors,
     /// Commands, transactions and scripts across slots.
     pub crossslot: crossslot::run::Engine,
+    /// The node users restricted users' scripts run as.
+    pub script_users: script_users::ScriptUsers,
 }

@@ -63,7 +63,13 @@ pub async fn evalsha(
         return reply;
     };
     let load = encode_command(&[&b"SCRIPT"[..], b"LOAD", &body]);
-    let loaded = router.send(lane, target, load, false).await;
+    // Loading runs nothing; the proxy does it with its own rights (the user may lack
+    // `SCRIPT LOAD`), the call itself runs with the user's.
+    let own = Lane {
+        identity: crate::upstream::identity::PROXY,
+        ..lane
+    };
+    let loaded = router.send(own, target, load, false).await;
     if loaded.starts_with(b"-") {
         return reply;
     }

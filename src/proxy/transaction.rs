@@ -84,6 +84,11 @@ impl TxnState {
         self.queued.is_some()
     }
 
+    /// Whether keys are WATCHed: EXEC then runs on the client's own connection.
+    pub fn watching(&self) -> bool {
+        !self.watchers.is_empty()
+    }
+
     /// Commands queued since MULTI (`None`: not in MULTI), for CLIENT LIST.
     pub fn queued_len(&self) -> Option<usize> {
         self.queued.as_ref().map(|q| q.commands.len())
@@ -192,6 +197,12 @@ impl TxnState {
         slots.sort_unstable();
         slots.dedup();
         if slots.len() > 1 || watchers.len() > 1 {
+            // The proxy's own script runs these with the proxy's rights (no script runs
+            // EVAL or FCALL from there), after the proxy checked every command.
+            let lane = Lane {
+                identity: crate::upstream::identity::PROXY,
+                ..lane
+            };
             return exec_across_slots(engine, lane, queued, watchers);
         }
         let slot = slots.first().copied();

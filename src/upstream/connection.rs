@@ -144,6 +144,11 @@ pub async fn connect_with(
             ))));
         }
     }
+    if let Some(user) = &settings.switch_to {
+        switch_user(&mut stream, settings, user)
+            .await
+            .map_err(fail)?;
+    }
     if resp3 {
         let hello = async {
             stream
@@ -173,6 +178,49 @@ pub async fn connect_with(
         }
     }
     Ok(stream)
+}
+
+/// Sets up `user` with the proxy's rights, then logs in as it (see [`super::identity`]).
+async fn switch_user(
+    stream: &mut NodeStream,
+    settings: &Settings,
+    user: &super::identity::NodeUser,
+) -> Result<(), Cause> {
+    let auth = crate::protocol::request::encode_command(&[
+        "AUTH",
+        user.username.as_str(),
+        user.password.as_str(),
+    ]);
+    for (payload, step) in [(&user.setup, "setting up the node user"), (&auth, "AUTH")] {
+        let reply = tokio::time::timeout(settings.connect_timeout, round_trip(stream, payload))
+            .await
+            .map_err(|_| Cause::TimedOut("switching node user"))?
+            .map_err(|e| Cause::io("switching node user", e))?;
+        if !reply.starts_with(b"+OK") {
+            return Err(Cause::Refused(format!(
+                "{step} for `{}` failed: {}",
+                user.username,
+                String::from_utf8_lossy(&reply).trim()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes one request and reads its whole reply.
+async fn round_trip(stream: &mut NodeStream, payload: &[u8]) -> std::io::Result<BytesMut> {
+    stream.write_all(payload).await?;
+    stream.flush().await?;
+    let mut buf = BytesMut::with_capacity(256);
+    let mut scanner = ReplyScanner::default();
+    loop {
+        if let Ok(Some(_)) = scanner.scan(&buf) {
+            return Ok(buf);
+        }
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
 }
 
 /// Keeps one connection to `addr` alive until every sender of `jobs` is gone.

@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod connection;
 pub mod control;
+pub mod identity;
 pub mod oneshot;
 pub mod pool;
 pub mod stream;
@@ -28,6 +29,9 @@ pub struct Lane {
     /// The client's account in [`budget::ReplyBudgets`], which its replies are charged to
     /// ([`budget::NO_CLIENT`] for the proxy's own requests).
     pub client: u32,
+    /// The node user the request runs as ([`identity::PROXY`]: the proxy's own; else one
+    /// of [`Settings::identities`], on that identity's own connection to the node).
+    pub identity: u32,
 }
 
 impl Default for Lane {
@@ -36,6 +40,7 @@ impl Default for Lane {
             index: 0,
             resp3: false,
             client: budget::NO_CLIENT,
+            identity: identity::PROXY,
         }
     }
 }
@@ -62,6 +67,11 @@ pub struct Settings {
     /// Reply bytes held per client (`proxy.client_output_limit_bytes`); empty (off) until
     /// the proxy sets it up.
     pub budgets: std::sync::Arc<budget::ReplyBudgets>,
+    /// The node users requests may run as (see [`identity`]).
+    pub identities: std::sync::Arc<identity::Identities>,
+    /// Set on the settings of one identity's connections: after logging in as the proxy,
+    /// they set this user up and log in as it.
+    pub switch_to: Option<std::sync::Arc<identity::NodeUser>>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -73,6 +83,7 @@ impl std::fmt::Debug for Settings {
             .field("connections_per_node", &self.connections_per_node)
             .field("request_timeout", &self.request_timeout)
             .field("tls", &self.tls.is_some())
+            .field("switch_to", &self.switch_to)
             .finish()
     }
 }
@@ -88,6 +99,8 @@ impl Settings {
             request_timeout: c.request_timeout(),
             tls: crate::tls::node_connector(c).transpose(),
             budgets: Default::default(),
+            identities: Default::default(),
+            switch_to: None,
         }
     }
 

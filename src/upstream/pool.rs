@@ -2,12 +2,18 @@
 
 use super::budget::ReplyBudgets;
 use super::connection::{supervise, Job, ReplyResult};
+use super::identity::PROXY;
 use super::{Lane, Settings};
 use crate::error::{Cause, UpstreamError};
 use crate::metrics::Metrics;
 use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+
+/// The connection of each (identity, RESP3) in use.
+type IdentityLanes = HashMap<(u32, bool), mpsc::UnboundedSender<Job>>;
 
 /// A fixed set of multiplexed connections to one node.
 ///
@@ -19,6 +25,9 @@ pub struct NodePool {
     lanes: Vec<mpsc::UnboundedSender<Job>>,
     /// The RESP3 connections, opened when the first RESP3 client needs one.
     resp3_lanes: std::sync::OnceLock<Vec<mpsc::UnboundedSender<Job>>>,
+    /// One connection per (identity, RESP3) in use, opened by its first request (see
+    /// [`super::identity`]), and the count of forgotten identities when last pruned.
+    identity_lanes: Mutex<(IdentityLanes, u64)>,
     settings: Arc<Settings>,
     metrics: Arc<Metrics>,
     /// This node's `slotproxy_upstream_requests_total` series, resolved once.
@@ -36,6 +45,7 @@ impl NodePool {
             addr,
             lanes,
             resp3_lanes: std::sync::OnceLock::new(),
+            identity_lanes: Default::default(),
             settings,
             metrics,
             requests,
@@ -69,19 +79,61 @@ impl NodePool {
             reply,
             client: lane.client,
         };
-        let lanes = match lane.resp3 {
-            false => &self.lanes,
-            true => self
-                .resp3_lanes
-                .get_or_init(|| spawn_lanes(&self.addr, &self.settings, &self.metrics, true)),
+        let sent = match lane.identity {
+            PROXY => {
+                let lanes = match lane.resp3 {
+                    false => &self.lanes,
+                    true => self.resp3_lanes.get_or_init(|| {
+                        spawn_lanes(&self.addr, &self.settings, &self.metrics, true)
+                    }),
+                };
+                lanes[lane.index % lanes.len()].send(job)
+            }
+            identity => match self.identity_lane(identity, lane.resp3) {
+                Some(tx) => tx.send(job),
+                None => {
+                    let _ = job.reply.send(Err(UpstreamError::Connect {
+                        addr: self.addr.clone(),
+                        cause: Cause::Closed("the client's node user was replaced"),
+                    }));
+                    return rx;
+                }
+            },
         };
-        if let Err(mpsc::error::SendError(job)) = lanes[lane.index % lanes.len()].send(job) {
+        if let Err(mpsc::error::SendError(job)) = sent {
             let _ = job.reply.send(Err(UpstreamError::Connect {
                 addr: self.addr.clone(),
                 cause: Cause::Closed("connection task stopped"),
             }));
         }
         rx
+    }
+
+    /// The connection of `identity`, opened if needed; `None` once it is forgotten. Pruning
+    /// the forgotten identities' connections here keeps it off the hot path.
+    fn identity_lane(&self, identity: u32, resp3: bool) -> Option<mpsc::UnboundedSender<Job>> {
+        let identities = &self.settings.identities;
+        let mut guard = self.identity_lanes.lock();
+        let (lanes, pruned_at) = &mut *guard;
+        let forgotten = identities.forgotten();
+        if *pruned_at != forgotten {
+            *pruned_at = forgotten;
+            lanes.retain(|(id, _), _| identities.get(*id).is_some());
+        }
+        if let Some(tx) = lanes.get(&(identity, resp3)) {
+            return Some(tx.clone());
+        }
+        let user = identities.get(identity)?;
+        let settings = Arc::new(Settings {
+            connections_per_node: 1,
+            switch_to: Some(user),
+            ..(*self.settings).clone()
+        });
+        let tx = spawn_lanes(&self.addr, &settings, &self.metrics, resp3)
+            .pop()
+            .expect("one lane");
+        lanes.insert((identity, resp3), tx.clone());
+        Some(tx)
     }
 
     /// Sends a request and waits for its reply (at most `cluster.request_timeout_ms`).

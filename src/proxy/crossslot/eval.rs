@@ -8,7 +8,10 @@
 //! prologue on its first line that rebuilds `KEYS` and `ARGV` as locals from the call's
 //! arguments (line numbers in error messages stay the same) and checks first that every key
 //! is served by this node (else nothing runs, and the call is tried again after a pause, as
-//! for a slot in migration). Errors name the client's script's SHA, not the variant's.
+//! for a slot in migration; a user whose rules deny that check skips it, and the node's
+//! own key check still refuses a key it does not serve). Errors name the client's script's
+//! SHA, not the variant's. A restricted user's script runs on its node user's connection
+//! (the lane says which); loading the variant is the proxy's work, done with its rights.
 //!
 //! Keys on several masters: a script runs on one node, so the call is refused with an error
 //! naming them, and nothing runs. `EVALSHA` of a script the proxy never saw answers
@@ -25,7 +28,7 @@ use crate::upstream::Lane;
 use bytes::{Bytes, BytesMut};
 
 /// Rebuilds `KEYS`/`ARGV` from `ARGV` = numkeys, keys…, args…, after checking the keys.
-const PROLOGUE: &str = "local KEYS, ARGV = (function(a) local n = tonumber(a[1]) local k, v = {}, {} for i = 1, n do k[i] = a[i + 1] end for i = n + 2, #a do v[#v + 1] = a[i] end for i = 1, n do local t = redis.pcall('TYPE', k[i]) if type(t) == 'table' and t.err then error({err = 'SLOTPROXY-RETRY ' .. t.err}) end end return k, v end)(ARGV); ";
+const PROLOGUE: &str = "local KEYS, ARGV = (function(a) local n = tonumber(a[1]) local k, v = {}, {} for i = 1, n do k[i] = a[i + 1] end for i = n + 2, #a do v[#v + 1] = a[i] end for i = 1, n do local t = redis.pcall('TYPE', k[i]) if type(t) == 'table' and t.err and not string.find(t.err, 'The user executing the script', 1, true) then error({err = 'SLOTPROXY-RETRY ' .. t.err}) end end return k, v end)(ARGV); ";
 const FLAG: &str = "allow-cross-slot-keys";
 
 /// The variant of `body` that takes its keys in `ARGV`.
@@ -91,13 +94,12 @@ pub fn action(
     Action::later(async move {
         let wrapped = wrap(&body);
         let (user_sha, wrapped_sha) = (sha1(&body), sha1(&wrapped));
-        let call = |by_body: bool| {
-            let (verb, script): (&[u8], &[u8]) = match (by_body, read_only) {
-                (false, false) => (b"EVALSHA", wrapped_sha.as_bytes()),
-                (false, true) => (b"EVALSHA_RO", wrapped_sha.as_bytes()),
-                (true, false) => (b"EVAL", &wrapped),
-                (true, true) => (b"EVAL_RO", &wrapped),
+        let call = || {
+            let verb: &[u8] = match read_only {
+                false => b"EVALSHA",
+                true => b"EVALSHA_RO",
             };
+            let script = wrapped_sha.as_bytes();
             let mut out = BytesMut::new();
             push_header(&mut out, b'*', 3 + argv.len());
             push_bulk(&mut out, verb);
@@ -136,9 +138,18 @@ pub fn action(
             }
             let target = Target::Slot(key_slot(&keys[0]));
             let write = Retry::single(!read_only);
-            reply = router.send_call(lane, target, call(false), write).await;
+            reply = router.send_call(lane, target, call(), write).await;
             if reply.starts_with(b"-NOSCRIPT") {
-                reply = router.send_call(lane, target, call(true), write).await;
+                let own = Lane {
+                    identity: crate::upstream::identity::PROXY,
+                    ..lane
+                };
+                let load =
+                    crate::protocol::request::encode_command(&[&b"SCRIPT"[..], b"LOAD", &wrapped]);
+                let _ = router
+                    .send_call(own, target, load, Retry::single(false))
+                    .await;
+                reply = router.send_call(lane, target, call(), write).await;
             }
             if !super::scripts::must_retry(&reply) {
                 engine.metrics.count_cross_slot("same_node");

@@ -190,6 +190,7 @@ async fn across_nodes(
     };
     let control = Lane {
         resp3: false,
+        identity: crate::upstream::identity::PROXY,
         ..lane
     };
     // 1. Every other master's keys, read at once.

@@ -137,6 +137,7 @@ async fn block(engine: &Engine, lane: Lane, mut read: Read) -> Bytes {
 async fn resolve_last_ids(engine: &Engine, lane: Lane, read: &mut Read) {
     let control = Lane {
         resp3: false,
+        identity: crate::upstream::identity::PROXY,
         ..lane
     };
     for (stream, id) in read.streams.iter_mut() {
@@ -207,6 +208,7 @@ async fn read_once(engine: &Engine, lane: Lane, read: &Read) -> Bytes {
 async fn missing_group(engine: &Engine, lane: Lane, read: &Read, group: &Bytes) -> Option<Bytes> {
     let control = Lane {
         resp3: false,
+        identity: crate::upstream::identity::PROXY,
         ..lane
     };
     let checks = join_all(read.streams.iter().map(|(stream, _)| {
