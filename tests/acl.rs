@@ -377,6 +377,24 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
         .query(&mut temp)
         .expect("a script within temp's rights runs");
     assert_eq!(read, None);
+    // In a transaction with WATCH (run on the client's pinned connection): refused.
+    let _: String = redis::cmd("ACL")
+        .arg(&["SETUSER", "temp", "+watch", "+multi", "+exec"])
+        .query(&mut admin)
+        .expect("setuser");
+    let _: String = redis::cmd("WATCH")
+        .arg("k")
+        .query(&mut temp)
+        .expect("watch");
+    let _: String = redis::cmd("MULTI").query(&mut temp).expect("multi");
+    let queued = redis::cmd("EVAL")
+        .arg(&["return 1", "1", "k"])
+        .query::<String>(&mut temp);
+    let text = format!("{queued:?}");
+    assert!(text.contains("inside a transaction with WATCH"), "{text}");
+    let aborted = redis::cmd("EXEC").query::<Value>(&mut temp);
+    let aborted = format!("{aborted:?}").to_lowercase();
+    assert!(aborted.contains("execabort"), "{aborted}");
     // A pattern that matches the proxies' keys cannot be narrowed: its scripts are refused.
     let _: String = redis::cmd("ACL")
         .arg(&["SETUSER", "near", "on", "nopass", "~slot*", "+eval"])
@@ -402,7 +420,7 @@ fn a_deleted_user_is_disconnected_and_denials_reach_no_node() {
     assert_eq!(allowed, "OK");
     let (_, metrics) = common::http_get(proxy.admin, "/metrics");
     assert!(
-        metrics.contains("slotproxy_acl_denials_total{reason=\"command\"} 2"),
+        metrics.contains("slotproxy_acl_denials_total{reason=\"command\"} 3"),
         "{metrics}"
     );
     let deleted: i64 = redis::cmd("ACL")
