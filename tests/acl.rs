@@ -239,6 +239,13 @@ const SCRIPT: &[(&str, &str, Cmp)] = &[
     ("sc", "EVAL\treturn redis.call('GET',KEYS[1])\t1\txx", Cmp::Same),
     ("admin", "ACL SETUSER sc -get", Cmp::Same),
     ("sc", "EXEC", Cmp::Same),
+    // Denials inside scripts are in ACL LOG, context lua, as the user's.
+    ("admin", "ACL LOG", Cmp::Log),
+    ("admin", "ACL LOG 3", Cmp::Log),
+    ("admin", "ACL LOG RESET", Cmp::Same),
+    ("admin", "ACL LOG", Cmp::Same),
+    ("sc", "EVAL\treturn redis.call('INCR','xx')\t0", Cmp::Same),
+    ("admin", "ACL LOG", Cmp::Log),
 ];
 
 /// Runs one step: its words are separated by spaces, or by tabs when it has any (scripts).
@@ -491,6 +498,58 @@ fn one_set_of_users_for_every_proxy_kept_in_the_cluster() {
         },
     );
     assert!(!logs_in(&a_addr, "fleet", "pw"));
+
+    // A restricted user's scripts run with its rights through both proxies (the same node
+    // user), and the new rules count as soon as both proxies see them.
+    acl(
+        &mut a.conn(),
+        &[
+            "SETUSER", "scripter", "on", ">pw", "~{s}a*", "+eval", "+set",
+        ],
+    )
+    .expect("setuser");
+    let set_through = |addr: &str, key: &str| {
+        let mut con = connect(addr);
+        redis::cmd("AUTH")
+            .arg(&["scripter", "pw"])
+            .query::<String>(&mut con)
+            .map_err(|e| e.to_string())?;
+        redis::cmd("EVAL")
+            .arg(&["return redis.call('SET', ARGV[1], 'v')", "1", "{s}a0", key])
+            .query::<String>(&mut con)
+            .map_err(|e| e.to_string())
+    };
+    common::wait_until(Duration::from_secs(3), "scripter on B", || {
+        logs_in(&b_addr, "scripter", "pw")
+    });
+    for addr in [&a_addr, &b_addr] {
+        assert_eq!(set_through(addr, "{s}a1"), Ok("OK".to_string()));
+        let denied = set_through(addr, "{s}b1").expect_err("{s}b1 is not scripter's");
+        assert!(
+            denied.contains("can't access at least one of the keys"),
+            "{denied}"
+        );
+    }
+    acl(&mut b.conn(), &["SETUSER", "scripter", "~{s}b*"]).expect("setuser");
+    common::wait_until(Duration::from_secs(3), "the new key pattern on A", || {
+        set_through(&a_addr, "{s}b1").is_ok()
+    });
+    // The node user of the old rules leaves the nodes.
+    let node_users = |node: &common::Node| {
+        let users: Vec<String> = redis::cmd("ACL")
+            .arg("USERS")
+            .query(&mut connect(&node.addr()))
+            .expect("acl users");
+        users
+            .into_iter()
+            .filter(|u| u.starts_with("slotproxy-script:scripter:"))
+            .count()
+    };
+    common::wait_until(
+        Duration::from_secs(15),
+        "one node user for scripter",
+        || cluster.nodes.iter().all(|n| node_users(n) <= 1),
+    );
 
     // Two proxies changing one user at once: every change takes effect.
     acl(&mut a.conn(), &["SETUSER", "race", "on", "nopass", "+get"]).expect("setuser");

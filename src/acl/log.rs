@@ -55,6 +55,8 @@ pub enum Context {
     Toplevel,
     /// Queued in MULTI.
     Multi,
+    /// Called from a script (denied by the node the script ran on).
+    Lua,
 }
 
 impl Context {
@@ -63,6 +65,7 @@ impl Context {
         match self {
             Context::Toplevel => "toplevel",
             Context::Multi => "multi",
+            Context::Lua => "lua",
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct Entry {
 #[derive(Debug, Default)]
 pub struct AclLog {
     entries: Mutex<VecDeque<Entry>>,
+    /// When `ACL LOG RESET` last ran (ms since the epoch).
+    reset_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl AclLog {
@@ -126,6 +131,14 @@ impl AclLog {
     /// `ACL LOG RESET`
     pub fn reset(&self) {
         self.entries.lock().clear();
+        self.reset_at_ms
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When `ACL LOG RESET` last ran (0: never): entries from elsewhere older than that are
+    /// not shown.
+    pub fn reset_at_ms(&self) -> u64 {
+        self.reset_at_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

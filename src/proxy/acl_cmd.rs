@@ -3,7 +3,6 @@
 use super::action::Action;
 use super::client_state::ClientState;
 use super::Shared;
-use crate::acl::log::now_ms;
 use crate::acl::selector::{channels_of, Call, Denial, Selector};
 use crate::acl::user::{merge_selector_args, valid_name};
 use crate::acl::{describe, User};
@@ -28,6 +27,7 @@ pub fn acl(
     let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
     match (sub.as_str(), args.len()) {
         ("setuser", n) if n >= 3 => setuser(shared, args),
+        ("log", 2 | 3) => super::acl_log::log(shared, args, client.resp3),
         ("deluser", n) if n >= 3 => deluser(shared, args),
         ("load", 2) | ("save", 2) if !shared.auth.aclfile.is_empty() => {
             let shared = shared.clone();
@@ -90,7 +90,6 @@ fn read_only(
             reply::array_of_raw(&names)
         }
         ("genpass", 2 | 3) => genpass(args),
-        ("log", 2 | 3) => log(shared, args, resp3),
         ("dryrun", n) if n >= 4 => dryrun(shared, args, table),
         ("help", 2) => help(),
         _ => reply::error(&format!(
@@ -269,47 +268,6 @@ fn genpass(args: &[Bytes]) -> Bytes {
         .map(|_| char::from(b"0123456789abcdef"[rand::random::<usize>() % 16]))
         .collect();
     text(&password)
-}
-
-fn log(shared: &Shared, args: &[Bytes], resp3: bool) -> Bytes {
-    let mut count = 10usize;
-    if let Some(arg) = args.get(2) {
-        if arg.eq_ignore_ascii_case(b"reset") {
-            shared.acl.log.reset();
-            return reply::ok();
-        }
-        match crate::protocol::parse_i64(arg) {
-            Some(n) => count = n.max(0) as usize,
-            None => return reply::error("ERR value is not an integer or out of range"),
-        }
-    }
-    let now = now_ms();
-    let entries: Vec<Bytes> = shared
-        .acl
-        .log
-        .newest(count)
-        .iter()
-        .map(|e| {
-            let age = now.saturating_sub(e.at_ms) as f64 / 1000.0;
-            let age = match resp3 {
-                true => Bytes::from(format!(",{age}\r\n")),
-                false => text(&age.to_string()),
-            };
-            reply::map_of_raw(
-                &[
-                    (text("count"), reply::integer(e.count as i64)),
-                    (text("reason"), text(e.reason.as_str())),
-                    (text("context"), text(e.context.as_str())),
-                    (text("object"), text(&e.object)),
-                    (text("username"), text(&e.username)),
-                    (text("age-seconds"), age),
-                    (text("client-info"), text(&e.client_info)),
-                ],
-                resp3,
-            )
-        })
-        .collect();
-    reply::array_of_raw(&entries)
 }
 
 fn dryrun(shared: &Shared, args: &[Bytes], table: &CommandTable) -> Bytes {

@@ -165,6 +165,7 @@ fn install(shared: &Shared, users: Users, version: u64) {
     for name in gone {
         super::acl_users::disconnect(shared, &name);
     }
+    super::acl_users::forget_outdated_node_users(shared);
     super::acl_users::close_revoked_subscribers(shared);
 }
 

@@ -226,8 +226,46 @@ pub fn lane_for(
         &settings.password,
         &client.user,
         catalog,
-    )?;
-    Ok(Lane { identity, ..lane })
+    );
+    remove_stale_node_users(shared);
+    Ok(Lane {
+        identity: identity?,
+        ..lane
+    })
+}
+
+/// After a newer set of users was installed: the node users of changed users are dropped.
+pub fn forget_outdated_node_users(shared: &Shared) {
+    let identities = &shared.router.topology.settings().identities;
+    shared
+        .script_users
+        .retain_current(identities, &shared.acl.users());
+    remove_stale_node_users(shared);
+}
+
+/// Removes the node users of replaced or deleted users from the masters, after a pause in
+/// which every proxy of the fleet has seen the change (one still using such a node user
+/// would get it back at its next connection, and the next sweep removes it again).
+fn remove_stale_node_users(shared: &Shared) {
+    let stale = shared.script_users.take_stale();
+    if stale.is_empty() {
+        return;
+    }
+    let router = shared.router.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let Some(snapshot) = router.topology.snapshot() else {
+            return;
+        };
+        let mut args = vec!["ACL", "DELUSER"];
+        args.extend(stale.iter().map(String::as_str));
+        let payload = crate::protocol::request::encode_command(&args);
+        for pool in snapshot.masters() {
+            let _ = router
+                .send_to_node(pool, Lane::default(), payload.clone())
+                .await;
+        }
+    });
 }
 
 /// Why a script of `client` cannot run with its user's rights, if it cannot.
@@ -349,6 +387,7 @@ pub fn may_keep(user: &User, subscriptions: &[(Bytes, bool)]) -> bool {
 pub fn disconnect(shared: &Shared, user: &str) {
     let identities = &shared.router.topology.settings().identities;
     shared.script_users.forget(identities, user);
+    remove_stale_node_users(shared);
     let filter = super::clients::KillFilter {
         user: Some(user.to_string()),
         ..Default::default()

@@ -2,6 +2,7 @@
 //! a reply future (local, single node, split or fan-out), and write replies in request order.
 
 pub mod acl_cmd;
+pub mod acl_log;
 pub mod acl_sync;
 pub mod acl_users;
 pub mod action;

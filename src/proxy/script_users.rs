@@ -34,6 +34,9 @@ const SCRIPT_RUNNERS: &[&str] = &[
     "fcall_ro",
 ];
 
+/// The prefix of the node users scripts run as (`slotproxy-script:<user>:<digest>`).
+pub const NODE_USER_PREFIX: &str = "slotproxy-script:";
+
 /// Whether `info` runs a script on a node.
 pub fn runs_script(info: &CommandInfo) -> bool {
     SCRIPT_RUNNERS.contains(&info.name.as_str())
@@ -43,6 +46,8 @@ pub fn runs_script(info: &CommandInfo) -> bool {
 #[derive(Debug, Default)]
 pub struct ScriptUsers {
     by_user: Mutex<HashMap<String, Made>>,
+    /// Node users replaced or deleted since last taken, to be removed from the nodes.
+    stale: Mutex<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -91,9 +96,10 @@ impl ScriptUsers {
             outcome: outcome.clone(),
         };
         if let Some(old) = by_user.insert(user.name.clone(), made) {
-            if let Ok((_, old_id)) = old.outcome {
+            if let Ok((old_name, old_id)) = old.outcome {
                 if outcome.as_ref().map_or(true, |(_, id)| *id != old_id) {
                     identities.forget(old_id);
+                    self.stale.lock().push(old_name);
                 }
             }
         }
@@ -103,12 +109,39 @@ impl ScriptUsers {
     /// Forgets a deleted user's node user: its connections close.
     pub fn forget(&self, identities: &Identities, user: &str) {
         if let Some(Made {
-            outcome: Ok((_, id)),
+            outcome: Ok((name, id)),
             ..
         }) = self.by_user.lock().remove(user)
         {
             identities.forget(id);
+            self.stale.lock().push(name);
         }
+    }
+
+    /// Forgets the node users of users changed or deleted in `users` (a newer set from the
+    /// cluster), so that no connection keeps an outdated one alive.
+    pub fn retain_current(&self, identities: &Identities, users: &crate::acl::Users) {
+        let mut by_user = self.by_user.lock();
+        let outdated: Vec<String> = by_user
+            .iter()
+            .filter(|(name, made)| users.by_name.get(*name).map_or(true, |u| **u != *made.user))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in outdated {
+            if let Some(Made {
+                outcome: Ok((node_user, id)),
+                ..
+            }) = by_user.remove(&name)
+            {
+                identities.forget(id);
+                self.stale.lock().push(node_user);
+            }
+        }
+    }
+
+    /// The node users no longer used, since last asked.
+    pub fn take_stale(&self) -> Vec<String> {
+        std::mem::take(&mut *self.stale.lock())
     }
 }
 
@@ -116,7 +149,7 @@ impl ScriptUsers {
 fn node_user_name(user: &str, rules: &[String]) -> String {
     let digest = Sha256::digest(rules.join("\n").as_bytes());
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("slotproxy-script:{user}:{hex}")
+    format!("{NODE_USER_PREFIX}{user}:{hex}")
 }
 
 /// The node user `name` with `rules`, its password derived from the proxy's node password.
@@ -127,11 +160,7 @@ fn node_user(name: String, rules: Vec<String>, node_password: &str) -> NodeUser 
     let mut args: Vec<&str> = vec!["ACL", "SETUSER", &name];
     args.extend(rules.iter().map(String::as_str));
     args.push(&hash);
-    NodeUser {
-        setup: encode_command(&args),
-        username: name.clone(),
-        password,
-    }
+    NodeUser::new(encode_command(&args), name.clone(), password)
 }
 
 /// `-NOPERM` for a script the user may not run through the proxy: its key pattern `pattern`

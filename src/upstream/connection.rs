@@ -234,6 +234,14 @@ pub async fn supervise(
     let mut backoff = MIN_BACKOFF;
     let mut first = true;
     loop {
+        // An identity's connection ends with the identity (see [`super::identity`]).
+        if settings
+            .switch_to
+            .as_ref()
+            .is_some_and(|u| u.is_forgotten())
+        {
+            return;
+        }
         match connect_with(&addr, &settings, resp3).await {
             Ok(stream) => {
                 if !first {

@@ -21,7 +21,6 @@ use std::sync::Arc;
 pub const PROXY: u32 = 0;
 
 /// One node user requests may run as.
-#[derive(Clone, PartialEq, Eq)]
 pub struct NodeUser {
     /// Sent first, with the proxy's rights; must answer `+OK`.
     pub setup: Bytes,
@@ -29,6 +28,25 @@ pub struct NodeUser {
     pub username: String,
     /// Its password.
     pub password: String,
+    /// Set when forgotten: its connections stop instead of reconnecting.
+    pub forgotten: std::sync::atomic::AtomicBool,
+}
+
+impl NodeUser {
+    /// A node user set up by `setup`, logged in as `username` / `password`.
+    pub fn new(setup: Bytes, username: String, password: String) -> NodeUser {
+        NodeUser {
+            setup,
+            username,
+            password,
+            forgotten: Default::default(),
+        }
+    }
+
+    /// Whether it was forgotten (see [`Identities::forget`]).
+    pub fn is_forgotten(&self) -> bool {
+        self.forgotten.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for NodeUser {
@@ -58,7 +76,8 @@ impl Identities {
 
     /// Forgets an identity: its connections close, and requests still naming it fail.
     pub fn forget(&self, id: u32) {
-        if self.by_id.write().remove(&id).is_some() {
+        if let Some(user) = self.by_id.write().remove(&id) {
+            user.forgotten.store(true, Ordering::Relaxed);
             self.forgotten.fetch_add(1, Ordering::Relaxed);
         }
     }
