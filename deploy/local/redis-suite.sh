@@ -10,6 +10,8 @@
 #   UNIT_TIMEOUT=600  seconds one unit may take on one side before it is stopped
 #   KEEP=dir          keep each run's output there
 #   ONLY_TEST=name    run only the tests of that name (test_helper's --only)
+# Tests listed in deploy/local/redis-suite-skips.txt (they fail against a standalone server
+# too in this mode) are skipped on both sides.
 # Installs tcl when it is missing. Uses the release binary (built if needed).
 set -euo pipefail
 
@@ -58,11 +60,26 @@ for tool in redis-server redis-cli redis-benchmark redis-check-aof redis-check-r
   command -v "$tool" >/dev/null 2>&1 && ln -sf "$(command -v "$tool")" "$TREE/src/$tool"
 done
 
+trim() { sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$1"; }
+
+# skips UNIT: --skiptest for each test of UNIT in redis-suite-skips.txt (they fail against a
+# standalone server too in this mode; see that file).
+skips() {
+  local unit test
+  while IFS='|' read -r unit test _; do
+    case "$unit" in '#'* | '') continue ;; esac
+    unit=$(trim "$unit") test=$(trim "$test")
+    if [ "$unit" = "$1" ]; then printf '%s\0%s\0' --skiptest "$test"; fi
+  done <"$ROOT/deploy/local/redis-suite-skips.txt"
+}
+
 # run_unit PORT UNIT OUT: the suite's verdict lines for UNIT against PORT, in OUT.
 run_unit() {
+  local skip=()
+  mapfile -d '' skip < <(skips "$2")
   (cd "$TREE" && timeout "$UNIT_TIMEOUT" tclsh tests/test_helper.tcl --host 127.0.0.1 --port "$1" \
     --singledb --cluster-mode --ignore-encoding --tags -needs:repl --single "$2" --clients 1 \
-    ${ONLY_TEST:+--only "$ONLY_TEST"} >"$3" 2>&1) || true
+    ${ONLY_TEST:+--only "$ONLY_TEST"} "${skip[@]}" >"$3" 2>&1) || true
 }
 
 # The suite colours its verdicts; the counts read the plain text.

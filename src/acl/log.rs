@@ -95,6 +95,8 @@ pub struct AclLog {
     entries: Mutex<VecDeque<Entry>>,
     /// When `ACL LOG RESET` last ran (ms since the epoch).
     reset_at_ms: std::sync::atomic::AtomicU64,
+    /// `acllog-max-len` + 1, as set through the proxy (0: never set, [`MAX_ENTRIES`]).
+    max: std::sync::atomic::AtomicUsize,
 }
 
 impl AclLog {
@@ -120,7 +122,22 @@ impl AclLog {
             return;
         }
         entries.push_front(entry);
-        entries.truncate(MAX_ENTRIES);
+        entries.truncate(self.max());
+    }
+
+    /// The most entries kept: `acllog-max-len` (see [`AclLog::set_max`]).
+    pub fn max(&self) -> usize {
+        match self.max.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => MAX_ENTRIES,
+            n => n - 1,
+        }
+    }
+
+    /// Follows the nodes' `acllog-max-len` (`CONFIG SET` through the proxy).
+    pub fn set_max(&self, max: usize) {
+        self.max
+            .store(max.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
+        self.entries.lock().truncate(max);
     }
 
     /// The newest `count` entries.
@@ -148,4 +165,40 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denial(object: &str) -> Entry {
+        Entry {
+            count: 0,
+            reason: Reason::Key,
+            context: Context::Toplevel,
+            object: object.into(),
+            username: "u".into(),
+            at_ms: 0,
+            client_info: String::new(),
+        }
+    }
+
+    #[test]
+    fn repeats_share_an_entry_and_acllog_max_len_bounds_the_log() {
+        let log = AclLog::default();
+        log.add(denial("a"));
+        log.add(denial("a"));
+        assert_eq!(log.newest(10).len(), 1);
+        assert_eq!(log.newest(10)[0].count, 2);
+        for i in 0..10 {
+            log.add(denial(&i.to_string()));
+        }
+        assert_eq!(log.newest(100).len(), 11);
+        log.set_max(5);
+        assert_eq!(log.max(), 5);
+        assert_eq!(log.newest(100).len(), 5);
+        log.add(denial("z"));
+        assert_eq!(log.newest(100).len(), 5);
+        assert_eq!(log.newest(1)[0].object, "z");
+    }
 }

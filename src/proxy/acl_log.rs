@@ -10,7 +10,7 @@
 
 use super::script_users::NODE_USER_PREFIX;
 use super::Shared;
-use crate::acl::log::{now_ms, Context, Entry, Reason, MAX_ENTRIES};
+use crate::acl::log::{now_ms, Context, Entry, Reason};
 use crate::protocol::reply;
 use crate::protocol::request::encode_command;
 use crate::protocol::scan::{array_elements, integer, string};
@@ -35,7 +35,7 @@ pub fn log(shared: &Arc<Shared>, args: &[Bytes], resp3: bool) -> super::action::
             }
         }
     }
-    let own = shared.acl.log.newest(MAX_ENTRIES);
+    let own = shared.acl.log.newest(shared.acl.log.max());
     let shared = shared.clone();
     Action::later(async move {
         let mut entries = own;
@@ -43,6 +43,7 @@ pub fn log(shared: &Arc<Shared>, args: &[Bytes], resp3: bool) -> super::action::
         let since = shared.acl.log.reset_at_ms();
         entries.extend(from_nodes.into_iter().filter(|e| e.at_ms >= since));
         entries.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
+        entries.truncate(shared.acl.log.max());
         render(entries, count, resp3)
     })
 }

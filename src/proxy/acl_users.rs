@@ -251,12 +251,19 @@ fn remove_stale_node_users(shared: &Shared) {
     if stale.is_empty() {
         return;
     }
-    let router = shared.router.clone();
+    let (router, script_users) = (shared.router.clone(), shared.script_users.clone());
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let stale: Vec<String> = stale
+            .into_iter()
+            .filter(|name| !script_users.in_use(name))
+            .collect();
         let Some(snapshot) = router.topology.snapshot() else {
             return;
         };
+        if stale.is_empty() {
+            return;
+        }
         let mut args = vec!["ACL", "DELUSER"];
         args.extend(stale.iter().map(String::as_str));
         let payload = crate::protocol::request::encode_command(&args);

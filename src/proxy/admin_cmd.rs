@@ -133,7 +133,13 @@ pub fn answer(
         Admin::ConfigAllNodes => {
             let shared = shared.clone();
             let snapshot = snapshot.clone();
-            Action::later(async move { every_node(&shared, &snapshot, request.args, &name).await })
+            Action::later(async move {
+                let reply = every_node(&shared, &snapshot, request.args.clone(), &name).await;
+                if reply.starts_with(b"+OK") {
+                    follow_node_settings(&shared, &request.args);
+                }
+                reply
+            })
         }
         Admin::Debug => debug(shared, lane, request, per_master, &name),
         Admin::SlowlogGet => {
@@ -152,6 +158,23 @@ pub fn answer(
             Action::later(async move { labelled(per_master(request.raw).await, resp3) })
         }
         Admin::Merged => Action::later(async move { merged(&name, per_master(request.raw).await) }),
+    }
+}
+
+/// Settings of a node the proxy mirrors for what it answers itself: `acllog-max-len` bounds
+/// its own `ACL LOG`, as on one Redis.
+fn follow_node_settings(shared: &Shared, args: &[Bytes]) {
+    if !args.get(1).is_some_and(|a| a.eq_ignore_ascii_case(b"set")) {
+        return;
+    }
+    for pair in args.get(2..).unwrap_or_default().chunks(2) {
+        if let [name, value] = pair {
+            if name.eq_ignore_ascii_case(b"acllog-max-len") {
+                if let Some(n) = crate::protocol::parse_i64(value) {
+                    shared.acl.log.set_max(n.max(0) as usize);
+                }
+            }
+        }
     }
 }
 

@@ -81,5 +81,5 @@ pub struct Shared {
     /// Commands, transactions and scripts across slots.
     pub crossslot: crossslot::run::Engine,
     /// The node users restricted users' scripts run as.
-    pub script_users: script_users::ScriptUsers,
+    pub script_users: Arc<script_users::ScriptUsers>,
 }

@@ -139,6 +139,15 @@ impl ScriptUsers {
         }
     }
 
+    /// Whether `node_user` is one a user's scripts run as now (a user whose rules went back
+    /// to earlier ones has its earlier node user again).
+    pub fn in_use(&self, node_user: &str) -> bool {
+        self.by_user
+            .lock()
+            .values()
+            .any(|m| matches!(&m.outcome, Ok((name, _)) if name == node_user))
+    }
+
     /// The node users no longer used, since last asked.
     pub fn take_stale(&self) -> Vec<String> {
         std::mem::take(&mut *self.stale.lock())
