@@ -18,11 +18,13 @@
 //! `BUSYKEY`, `IOERR`, keys written since they were listed) is drained by
 //! [`executor::drain_slot`] inside the batch. Empty slots get no `MIGRATE` at all.
 
+pub use super::batch_migrate::Planned;
+use super::batch_migrate::{migrate_listed, step_error, Progress};
 use super::bigkeys;
 use super::context::{Conns, MoveContext};
 use super::executor;
 use super::roles::{ensure_master, explain};
-use super::types::{classify, Endpoint, MoveError, MoveEvent};
+use super::types::{Endpoint, MoveError, MoveEvent};
 use crate::failpoint::freeze_at;
 use crate::protocol::scan;
 use bytes::Bytes;
@@ -30,17 +32,6 @@ use bytes::Bytes;
 /// A batch holds at most this many `batch_keys` worth of keys: slots stay open (clients
 /// meet `ASK`) from the batch's `MIGRATING` to its `NODE`, so the batch's work stays short.
 const KEY_BUDGET_IN_MIGRATE_BATCHES: usize = 10;
-
-/// A slot of a batch, with what was seen of it before it was opened.
-#[derive(Debug)]
-pub struct Planned {
-    /// The slot.
-    pub slot: u16,
-    /// Its keys as listed before opening (at most `batch_keys`), all small.
-    pub keys: Vec<Bytes>,
-    /// `MEMORY USAGE` of those keys together.
-    pub bytes: u64,
-}
 
 /// What [`plan`] made of the slots offered for a batch.
 #[derive(Debug, Default)]
@@ -80,12 +71,6 @@ fn cluster_slot(sub: &str, slot: u16, extra: Option<usize>) -> Vec<Vec<u8>> {
         args.push(n.to_string().into_bytes());
     }
     args
-}
-
-/// The error of one slot's step, classified (named as `CLUSTER <what> <slot>`).
-fn step_error(text: &str, addr: &str, what: &str, slot: u16) -> MoveError {
-    let label = format!("{what} {slot}");
-    classify(text, addr, &[b"CLUSTER", label.as_bytes()])
 }
 
 /// Before anything is opened: both ends still masters, every offered slot's key count, and
@@ -137,6 +122,7 @@ pub async fn plan(
         out.slots.push(Planned {
             slot,
             keys: Vec::new(),
+            sizes: Vec::new(),
             bytes: 0,
         });
     }
@@ -197,6 +183,7 @@ pub async fn plan(
             out.single.push(planned.slot);
         } else {
             planned.bytes = these.iter().sum();
+            planned.sizes = these.to_vec();
             kept.push(planned);
         }
     }
@@ -221,17 +208,6 @@ pub async fn move_batch(
         Ok(results) => Ok(results),
         Err(e) => Err(explain(ctx, conns, e, from, to).await),
     }
-}
-
-/// Where one slot of a batch is.
-#[derive(Debug)]
-struct Progress {
-    /// Already owned by the target (an earlier run got as far as `NODE` there).
-    owned: bool,
-    /// Must be drained (and re-sent with `REPLACE`) by the one-slot drain.
-    replace: bool,
-    keys: u64,
-    failed: Option<MoveError>,
 }
 
 async fn steps(
@@ -344,79 +320,6 @@ async fn steps(
         .zip(state)
         .map(|(p, st)| (p.slot, st.failed.map_or(Ok(st.keys), Err)))
         .collect())
-}
-
-/// One `MIGRATE` per slot with keys, one at a time: each blocks the source until the target
-/// has restored its keys, and Redis runs a client's whole pipelined write before it serves
-/// anyone else, so several `MIGRATE`s in one write hold the source's clients for a round
-/// trip to the target each. Measured at a source node (`rebalance-compare.sh`,
-/// `STEADY_NODE=1`, 100,000 keys): a steady client's p99 0.3 → 2.0 ms with writes of about
-/// 100 keys (some 16 `MIGRATE`s), → 1.1–1.4 ms with 4, → 0.7 ms with one, for the same
-/// wall time. (One `MIGRATE` cannot carry keys of several slots: the node answers
-/// `CROSSSLOT`.)
-async fn migrate_listed(
-    ctx: &MoveContext,
-    conns: &mut Conns,
-    batch: &[Planned],
-    open: &[usize],
-    (from, to): (&Endpoint, &Endpoint),
-    state: &mut [Progress],
-    on_event: &mut (dyn FnMut(MoveEvent) + Send),
-) -> Result<(), MoveError> {
-    for &i in open.iter().filter(|&&i| !batch[i].keys.is_empty()) {
-        migrate_one(ctx, conns, &batch[i], (from, to), &mut state[i], on_event).await?;
-    }
-    Ok(())
-}
-
-/// The listed keys of one slot of the batch in one `MIGRATE`, paced by the keys/s cap.
-async fn migrate_one(
-    ctx: &MoveContext,
-    conns: &mut Conns,
-    planned: &Planned,
-    (from, to): (&Endpoint, &Endpoint),
-    state: &mut Progress,
-    on_event: &mut (dyn FnMut(MoveEvent) + Send),
-) -> Result<(), MoveError> {
-    let command = ctx.migrate_command(&to.addr, &planned.keys, false, ctx.migrate_timeout)?;
-    ctx.throttle.take(planned.keys.len()).await;
-    let timeout = ctx.migrate_timeout + ctx.call_timeout;
-    let mut replies = ctx.pipeline(conns, &from.addr, &[command], timeout).await?;
-    let reply = replies
-        .pop()
-        .ok_or_else(|| MoveError::Retry(format!("{}: no reply to MIGRATE", from.addr)))?;
-    match reply {
-        // NOKEY: none of the keys is there any more (expired or deleted since listed).
-        Ok(raw) if scan::string(&raw) == Some(b"NOKEY") => {}
-        Ok(_) => {
-            let keys = planned.keys.len() as u64;
-            state.keys += keys;
-            ctx.metrics.migration_keys.inc_by(keys);
-            ctx.metrics.migration_bytes.inc_by(planned.bytes);
-            on_event(MoveEvent::Keys {
-                keys,
-                bytes: planned.bytes,
-            });
-        }
-        Err(text) if text.contains("BUSYKEY") || text.contains("IOERR") => {
-            let label = if text.contains("BUSYKEY") {
-                "busykey"
-            } else {
-                "ioerr"
-            };
-            ctx.metrics
-                .migration_errors
-                .with_label_values(&[label])
-                .inc();
-            tracing::info!(slot = planned.slot, error = %text, "MIGRATE in a batch: the slot is drained again with REPLACE");
-            state.replace = true;
-        }
-        Err(text) => match step_error(&text, &from.addr, "MIGRATE", planned.slot) {
-            e @ MoveError::Changed(_) => return Err(e),
-            e => state.failed = Some(e),
-        },
-    }
-    Ok(())
 }
 
 /// `SETSLOT NODE` on the target for the `ready` slots of a batch.

@@ -90,29 +90,32 @@ pub async fn drain_slot(
         }
         let sizes = bigkeys::sizes(ctx, conns, from, &keys).await?;
         let big = bigkeys::big_keys(ctx, conns, from, slot, &keys, &sizes, true).await?;
-        let (mut small, mut small_bytes) = (Vec::with_capacity(keys.len()), 0u64);
+        let (mut small, mut small_sizes) = (Vec::with_capacity(keys.len()), Vec::new());
         for (i, key) in keys.iter().enumerate() {
             if !big.iter().any(|(b, _)| *b == i) {
                 small.push(key.clone());
-                small_bytes += sizes[i];
+                small_sizes.push(sizes.get(i).copied().unwrap_or(0));
             }
         }
-        if !small.is_empty() {
+        // In short MIGRATEs, so that the source's clients wait for one chunk at most.
+        for chunk in super::chunks::split(&small_sizes) {
+            let bytes: u64 = small_sizes[chunk.clone()].iter().sum();
+            let keys = &small[chunk];
             let batch = Batch {
                 slot,
                 from,
                 to,
-                keys: &small,
+                keys,
                 replace: replace_always,
                 timeout: ctx.migrate_timeout,
             };
             send_batch(ctx, conns, batch, &mut io_errors).await?;
-            moved += small.len() as u64;
-            ctx.metrics.migration_keys.inc_by(small.len() as u64);
-            ctx.metrics.migration_bytes.inc_by(small_bytes);
+            moved += keys.len() as u64;
+            ctx.metrics.migration_keys.inc_by(keys.len() as u64);
+            ctx.metrics.migration_bytes.inc_by(bytes);
             on_event(MoveEvent::Keys {
-                keys: small.len() as u64,
-                bytes: small_bytes,
+                keys: keys.len() as u64,
+                bytes,
             });
         }
         for (i, mut cost) in big {

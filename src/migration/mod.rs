@@ -13,7 +13,9 @@
 //! router (`cluster::router`), never through `proxy/`.
 
 pub mod batch;
+pub mod batch_migrate;
 pub mod bigkeys;
+pub mod chunks;
 pub mod context;
 pub mod error;
 pub mod executor;
