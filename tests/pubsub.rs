@@ -108,6 +108,47 @@ fn subscribed_mode_replies_match_a_single_redis_byte_for_byte() {
     }
 }
 
+/// Redis sends subscription confirmations even under `CLIENT REPLY OFF` (they are pushes),
+/// and a subscriber waits for them: through the proxy they came never, and Redis' own pubsub
+/// unit ("PubSub messages with CLIENT REPLY OFF") hung until its 5-minute timeout. Errors
+/// stay suppressed. RESP3 and RESP2, byte for byte against a standalone redis-server.
+#[test]
+fn subscription_confirmations_arrive_under_client_reply_off() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    let reference = Standalone::start();
+    for hello in ["3", "2"] {
+        let script: &[&[&str]] = &[
+            &["HELLO", hello],
+            &["CLIENT", "REPLY", "OFF"],
+            &["SUBSCRIBE", "channel"],
+            &["PSUBSCRIBE", "ch*"],
+            &["SUBSCRIBE"],
+            &["CLIENT", "REPLY", "SKIP"],
+            &["UNSUBSCRIBE", "channel"],
+            &["PUNSUBSCRIBE", "ch*"],
+            &["CLIENT", "REPLY", "ON"],
+            &["PING"],
+        ];
+        let settle = Duration::from_millis(150);
+        let strip_hello = |out: Vec<u8>| {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            // HELLO's map differs (server, version, modules): compare what follows it.
+            text.split_once("subscribe")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or(text)
+        };
+        let ours = strip_hello(common::conversation(proxy.addr, script, settle));
+        let reference_addr = reference.node.addr().parse().expect("addr");
+        let theirs = strip_hello(common::conversation(reference_addr, script, settle));
+        assert_eq!(ours, theirs, "HELLO {hello}");
+        assert!(
+            ours.contains("psubscribe") && ours.contains("punsubscribe"),
+            "{ours}"
+        );
+    }
+}
+
 #[test]
 fn shard_subscriptions_follow_their_slot() {
     let cluster = Cluster::start(3, 0);

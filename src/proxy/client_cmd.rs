@@ -8,8 +8,39 @@
 use super::client_state::{ClientState, ReplyMode};
 use super::clients::{KillFilter, Registry};
 use super::local::set_name;
+use crate::protocol::command::CommandInfo;
 use crate::protocol::{parse_i64, reply};
 use bytes::Bytes;
+
+/// Commands whose confirmations are pushes: Redis sends them even under `CLIENT REPLY OFF`
+/// or `SKIP` (its `CLIENT_PUSHING`), and a subscriber waits for them.
+const CONFIRMED_BY_PUSH: &[&str] = &[
+    "subscribe",
+    "psubscribe",
+    "ssubscribe",
+    "unsubscribe",
+    "punsubscribe",
+    "sunsubscribe",
+];
+
+/// Applies CLIENT REPLY OFF/SKIP to one command: whether its reply is dropped, and whether
+/// its confirmations (not its errors) are written anyway (see [`CONFIRMED_BY_PUSH`]).
+pub fn reply_silence(client: &mut ClientState, command: Option<&CommandInfo>) -> (bool, bool) {
+    if command.is_some_and(|c| c.name == "client|reply") {
+        // ON answers; OFF and SKIP do not.
+        return (client.reply_mode != ReplyMode::On, false);
+    }
+    let pushes = command.is_some_and(|c| CONFIRMED_BY_PUSH.contains(&c.name.as_str()));
+    let silent = match client.reply_mode {
+        ReplyMode::On => false,
+        ReplyMode::Off => true,
+        ReplyMode::SkipNext => {
+            client.reply_mode = ReplyMode::On;
+            true
+        }
+    };
+    (silent, pushes)
+}
 
 /// Answers `CLIENT …`.
 pub fn client(args: &[Bytes], client: &mut ClientState, registry: &Registry) -> Bytes {

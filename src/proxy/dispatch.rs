@@ -6,7 +6,7 @@
 
 use super::action::{common_slot, send, Action};
 use super::auth::AuthOutcome;
-use super::client_state::{ClientState, ReplyMode};
+use super::client_state::ClientState;
 use super::fanout;
 use super::local;
 use super::pubsub;
@@ -53,7 +53,7 @@ pub fn dispatch(
     if was_in_multi || client.txn.in_multi() {
         client.handle.set_multi(client.txn.queued_len());
     }
-    let silent = reply_suppressed(client, command.as_deref());
+    let (silent, pushes) = super::client_cmd::reply_silence(client, command.as_deref());
     match action {
         Action::Reply(reply) => Dispatched::Queue(
             reply,
@@ -62,6 +62,7 @@ pub fn dispatch(
                 group,
                 started,
                 silent,
+                pushes,
             },
         ),
         Action::ReplyAndClose(reply) => {
@@ -108,22 +109,6 @@ fn rejected_known(
         false => reply,
     };
     (ready(reply), Some(info), CommandGroup::Rejected)
-}
-
-/// Applies CLIENT REPLY OFF/SKIP: whether this command's reply is dropped.
-fn reply_suppressed(client: &mut ClientState, command: Option<&CommandInfo>) -> bool {
-    if command.is_some_and(|c| c.name == "client|reply") {
-        // ON answers; OFF and SKIP do not.
-        return client.reply_mode != ReplyMode::On;
-    }
-    match client.reply_mode {
-        ReplyMode::On => false,
-        ReplyMode::Off => true,
-        ReplyMode::SkipNext => {
-            client.reply_mode = ReplyMode::On;
-            true
-        }
-    }
 }
 
 /// The action for `request`, the command it is (when the cluster knows it) and its group.

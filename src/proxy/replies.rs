@@ -40,6 +40,9 @@ pub struct Observed {
     pub started: Instant,
     /// CLIENT REPLY OFF/SKIP: the reply is dropped, not written.
     pub silent: bool,
+    /// Even so, a reply that is not an error is written: the command's confirmations are
+    /// pushes (`SUBSCRIBE` …), which Redis sends under `CLIENT REPLY OFF` too.
+    pub pushes: bool,
 }
 
 /// Where an entry's reply stands.
@@ -182,7 +185,7 @@ impl ReplyQueue {
                     let elapsed = now.saturating_duration_since(o.started);
                     self.metrics
                         .observe_command(o.command.as_deref(), o.group, &reply, elapsed);
-                    o.silent
+                    o.silent && (!o.pushes || reply.starts_with(b"-"))
                 }
                 None => false,
             };
