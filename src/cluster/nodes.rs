@@ -17,6 +17,8 @@ pub struct NodeLine {
     pub flags: Vec<String>,
     /// The master's id for a replica.
     pub master_id: Option<String>,
+    /// The config epoch the node's slot claims carry (a replica shows its master's).
+    pub config_epoch: u64,
     /// Owned slot ranges (inclusive).
     pub slots: Vec<(u16, u16)>,
     /// Slots this node is migrating away, with the target's id (shown on `myself` only).
@@ -101,6 +103,9 @@ fn parse_line(line: &str) -> Result<NodeLine, ParseError> {
         bus_port,
         flags: fields[2].split(',').map(str::to_string).collect(),
         master_id: (fields[3] != "-").then(|| fields[3].to_string()),
+        config_epoch: fields[6]
+            .parse()
+            .map_err(|_| fail(format!("bad config epoch {:?}", fields[6])))?,
         slots: Vec::new(),
         migrating: Vec::new(),
         importing: Vec::new(),
@@ -171,11 +176,13 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         assert!(nodes[3].is_unhealthy());
         assert_eq!(nodes[3].slots, vec![(10923, 10923), (10924, 16383)]);
         assert_eq!(nodes[3].bus_port, Some(31005));
+        assert_eq!((me.config_epoch, nodes[3].config_epoch), (1, 5));
     }
 
     #[test]
     fn rejects_garbage() {
         assert!(parse("abc def").is_err());
         assert!(parse("a 1:2 master - 0 0 1 connected 99999").is_err());
+        assert!(parse("a 1:2 master - 0 0 x connected 1").is_err());
     }
 }

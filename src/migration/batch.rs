@@ -22,6 +22,7 @@ pub use super::batch_migrate::Planned;
 use super::batch_migrate::{migrate_listed, step_error, Progress};
 use super::bigkeys;
 use super::context::{Conns, MoveContext};
+use super::epochs;
 use super::executor;
 use super::roles::{ensure_master, explain};
 use super::types::{Endpoint, MoveError, MoveEvent};
@@ -445,6 +446,9 @@ async fn hand_over(
         .filter(|&i| state[i].failed.is_none())
         .collect();
     freeze_at("migration::before_target_node").await;
+    if !ready.is_empty() {
+        epochs::outrank_source(ctx, conns, from, to).await?;
+    }
     target_node(ctx, conns, batch, &ready, to, state).await?;
     ready.retain(|&i| state[i].failed.is_none());
     freeze_at("migration::after_target_node").await;
@@ -477,6 +481,8 @@ async fn hand_over(
     }
     ready.retain(|&i| state[i].failed.is_none());
     freeze_at("migration::after_source_node").await;
+    let handed: Vec<u16> = ready.iter().map(|&i| batch[i].slot).collect();
+    epochs::secure_claim(ctx, conns, &handed, from, to).await?;
     let commands = node(&ready);
     for other in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
         // Others also learn it through gossip; a failure here is not worth stopping for.

@@ -14,6 +14,7 @@
 
 use super::bigkeys;
 use super::context::{Conns, MoveContext};
+use super::epochs;
 use super::roles::{ensure_master, explain};
 use super::types::{classify, Endpoint, MoveError, MoveEvent};
 use crate::failpoint::freeze_at;
@@ -289,6 +290,7 @@ pub async fn hand_over(
         to.id.as_bytes(),
     ];
     freeze_at("migration::before_target_node").await;
+    epochs::outrank_source(ctx, conns, from, to).await?;
     ctx.must(conns, &to.addr, &args).await?;
     freeze_at("migration::after_target_node").await;
     match ctx.call(conns, &from.addr, &args, ctx.call_timeout).await? {
@@ -307,6 +309,7 @@ pub async fn hand_over(
         Err(text) => return Err(classify(&text, &from.addr, &[b"SETSLOT NODE"])),
     }
     freeze_at("migration::after_source_node").await;
+    epochs::secure_claim(ctx, conns, &[slot], from, to).await?;
     for other in others.iter().filter(|o| o.id != from.id && o.id != to.id) {
         // Others also learn it through gossip; a failure here is not worth stopping for.
         match ctx.call(conns, &other.addr, &args, ctx.call_timeout).await {

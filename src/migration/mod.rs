@@ -2,7 +2,7 @@
 //!
 //! From the bottom up: [`types`] (the shared words: endpoints, move errors and events, key
 //! costs), [`context`] (settings and the control calls on a node), [`bigkeys`] and [`roles`]
-//! (sizing keys, noticing failovers), [`executor`] (the per-slot protocol), [`batch`] (the
+//! (sizing keys, noticing failovers), [`epochs`] (making a hand-over stick), [`executor`] (the per-slot protocol), [`batch`] (the
 //! same protocol pipelined over many slots), [`repair`]
 //! (closing open slots), [`runner`] (a job's workers), [`service`] (what the admin API asks),
 //! [`recovery`] (start-up repair and `POST /cluster/fix`) and [`membership`] (nodes joining
@@ -17,6 +17,7 @@ pub mod batch_migrate;
 pub mod bigkeys;
 pub mod chunks;
 pub mod context;
+pub mod epochs;
 pub mod error;
 pub mod executor;
 pub mod gauges;
