@@ -245,3 +245,141 @@ fn a_subscriber_that_stops_reading_is_disconnected_at_the_limit() {
     let pong: String = cmd(&mut publisher, &["PING"]);
     assert_eq!(pong, "PONG");
 }
+
+/// Reads messages until the plain message `end` on channel `end`, returning
+/// `(pattern, channel, payload)` of each one before it.
+fn messages_until_end(pubsub: &mut redis::PubSub<'_>) -> Vec<(String, String, String)> {
+    let mut seen = Vec::new();
+    loop {
+        let message = pubsub.get_message().expect("a message");
+        let channel = message.get_channel_name().to_string();
+        let payload: String = message.get_payload().expect("payload");
+        if channel == "end" {
+            return seen;
+        }
+        let pattern: String = message.get_pattern().unwrap_or_default();
+        seen.push((pattern, channel, payload));
+    }
+}
+
+/// What a subscriber to `*` and `__keyevent@0__:set` sees of SETs of `keys`, a DEL of the
+/// first and a PUBLISH, all sent through `writer` (the proxy, or one plain Redis).
+fn notifications_seen(
+    subscriber: &mut redis::Connection,
+    writer: &mut redis::Connection,
+    keys: &[String],
+) -> Vec<(String, String, String)> {
+    let mut pubsub = subscriber.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    pubsub.psubscribe("*").expect("PSUBSCRIBE");
+    pubsub.subscribe("__keyevent@0__:set").expect("SUBSCRIBE");
+    pubsub.subscribe("end").expect("SUBSCRIBE");
+    for key in keys {
+        let _: () = cmd(writer, &["SET", key, "v"]);
+    }
+    let _: i64 = cmd(writer, &["DEL", &keys[0]]);
+    let _: i64 = cmd(writer, &["PUBLISH", "plain", "hello"]);
+    let _: i64 = cmd(writer, &["PUBLISH", "end", "end"]);
+    let seen = messages_until_end(&mut pubsub);
+    pubsub.punsubscribe("*").expect("PUNSUBSCRIBE");
+    pubsub
+        .unsubscribe("__keyevent@0__:set")
+        .expect("UNSUBSCRIBE");
+    pubsub.unsubscribe("end").expect("UNSUBSCRIBE");
+    seen
+}
+
+#[test]
+fn keyspace_notifications_of_every_master_arrive_once_as_from_one_redis() {
+    let cluster = Cluster::start(3, 1);
+    let proxy = TestProxy::start(&cluster);
+    let standalone = Standalone::start();
+    for node in &cluster.nodes {
+        let _: () = node.cmd(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+    }
+    let _: () = cmd(
+        &mut standalone.node.conn(),
+        &["CONFIG", "SET", "notify-keyspace-events", "KEA"],
+    );
+    // One key on each master: each node publishes its own notifications only.
+    let keys: Vec<String> = cluster
+        .nodes
+        .iter()
+        .take(3)
+        .map(|n| cluster.key_on(n.port, "note"))
+        .collect();
+
+    let direct = notifications_seen(
+        &mut standalone.node.conn(),
+        &mut standalone.node.conn(),
+        &keys,
+    );
+    let through = notifications_seen(&mut proxy.conn(), &mut proxy.conn(), &keys);
+    // Each key's own messages keep their order; across masters they come as they come.
+    let sorted = |mut v: Vec<(String, String, String)>| {
+        v.sort();
+        v
+    };
+    // Per key: its keyspace `set`, the keyevent `set` (to the channel and to `*`); a `del`
+    // twice; the plain message once.
+    assert_eq!(direct.len(), 3 * 3 + 2 + 1, "{direct:?}");
+    assert_eq!(sorted(through.clone()), sorted(direct), "{through:?}");
+    for key in &keys {
+        let channel = format!("__keyspace@0__:{key}");
+        let events: Vec<&str> = through
+            .iter()
+            .filter(|(_, c, _)| *c == channel)
+            .map(|(_, _, p)| p.as_str())
+            .collect();
+        let expected: &[&str] = if *key == keys[0] {
+            &["set", "del"]
+        } else {
+            &["set"]
+        };
+        assert_eq!(events, expected, "{channel}");
+    }
+    // A slot moved to the master that had none: its notifications come too. (A migration
+    // itself shows: MIGRATE makes the source publish `del` and the target `restore` for every
+    // key moved, with or without the proxy.)
+    let spare = &cluster.nodes[3];
+    let slot = slotproxy::cluster::key_slot(keys[1].as_bytes());
+    let source = cluster.owner_of(slot);
+    cluster.begin_migration(slot, source, spare);
+    cluster.migrate_keys(source, spare, &keys[1..2]);
+    cluster.finish_migration(slot, source, spare);
+
+    // Introspection counts each client once, as one Redis does, though the proxy listens on
+    // every master for it.
+    let mut sub_con = proxy.conn();
+    let mut pubsub = sub_con.as_pubsub();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    pubsub.psubscribe("__keyspace@0__:*").expect("PSUBSCRIBE");
+    pubsub.subscribe("__keyevent@0__:del").expect("SUBSCRIBE");
+    let mut other = proxy.conn();
+    let numpat: i64 = cmd(&mut other, &["PUBSUB", "NUMPAT"]);
+    assert_eq!(numpat, 1);
+    let numsub: (String, i64) = cmd(&mut other, &["PUBSUB", "NUMSUB", "__keyevent@0__:del"]);
+    assert_eq!(numsub.1, 1);
+    common::wait_until(
+        Duration::from_secs(10),
+        "the proxy to listen on the new owner",
+        || {
+            let patterns: i64 = spare.cmd(&["PUBSUB", "NUMPAT"]);
+            patterns == 1
+        },
+    );
+    let _: () = cmd(&mut other, &["SET", &keys[1], "moved"]);
+    let message = pubsub
+        .get_message()
+        .expect("the notification from the new owner");
+    assert_eq!(
+        message.get_channel_name(),
+        format!("__keyspace@0__:{}", keys[1])
+    );
+    let payload: String = message.get_payload().expect("payload");
+    assert_eq!(payload, "set");
+}

@@ -229,10 +229,12 @@ pub fn override_for(name: &str) -> Option<Policy> {
         "script|exists" => AllMasters(AllIntegersAnd),
         "script|kill" | "function|kill" => AllMasters(AnyOk),
         "script|debug" => Refused(Refusal::NotYetSupported),
-        // Each node knows only the subscriptions made on it.
-        "pubsub|channels" | "pubsub|shardchannels" => AllMasters(Union),
-        "pubsub|numsub" | "pubsub|shardnumsub" => AllMasters(SumPairs),
-        "pubsub|numpat" => AllMasters(SumIntegers),
+        // Each node knows only the subscriptions made on it. Channels and patterns meet on
+        // one node (the one PUBLISH goes to; keyspace notifications are mirrored on the other
+        // masters), shard channels live on their slot's owner.
+        "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat" => Keyed,
+        "pubsub|shardchannels" => AllMasters(Union),
+        "pubsub|shardnumsub" => AllMasters(SumPairs),
         "lastsave" => AllMasters(MinInteger),
         "cluster" | "migrate" | "restore-asking" | "asking" | "readonly" | "readwrite"
         | "replicaof" | "slaveof" | "failover" | "shutdown" | "sync" | "psync" | "replconf" => {

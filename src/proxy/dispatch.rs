@@ -279,13 +279,20 @@ fn answer(
             Action::Exclusive(super::blocking::wait(router, lane, last_write, request.args).boxed())
         }
         // Where the proxy's subscribers are, so that the receiver count is exact.
-        Policy::Keyed if info.name == "publish" => send(
-            shared,
-            lane,
-            Some(Target::Slot(pubsub::BUS_SLOT)),
-            request.raw,
-            info.write,
-        ),
+        Policy::Keyed
+            if matches!(
+                info.name.as_str(),
+                "publish" | "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat"
+            ) =>
+        {
+            send(
+                shared,
+                lane,
+                Some(Target::Slot(pubsub::BUS_SLOT)),
+                request.raw,
+                info.write,
+            )
+        }
         Policy::Keyed if matches!(info.name.as_str(), "evalsha" | "evalsha_ro") => {
             evalsha(shared, lane, info, request)
         }

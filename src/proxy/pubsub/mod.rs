@@ -8,17 +8,23 @@
 //! confirmation is never missed. When a shard channel's slot moves, the old owner drops the
 //! channel (or refuses it with `MOVED`) and the proxy subscribes it again on the new owner.
 //! When a subscriber connection breaks, its subscriptions are made again on a live node.
+//! Channels and patterns that may carry keyspace notifications, which each node publishes
+//! only locally, are subscribed on every master ([`local`]).
 //!
 //! Messages wait in an unbounded queue only up to `proxy.pubsub_output_limit_bytes`: a
 //! subscriber that reads slower than messages arrive is disconnected at that point, as Redis
 //! does with its `client-output-buffer-limit pubsub`.
 
+pub mod local;
 pub mod upstream;
 
 /// Channels and patterns are subscribed on the owner of this slot, and PUBLISH is sent there
 /// too: a node's PUBLISH reply counts only its own subscribers, so meeting on one node makes
 /// the count every proxy client sees exact, as on a single Redis.
 pub const BUS_SLOT: u16 = 0;
+
+/// How often a client subscribed to keyspace notifications checks the masters it listens on.
+const NOTIFICATION_SYNC: Duration = Duration::from_secs(1);
 
 use crate::cluster::key_slot;
 use crate::cluster::router::Router;
@@ -54,6 +60,8 @@ pub struct PubSub {
     global: Option<SubConn>,
     /// Connections for shard channels, by node.
     nodes: HashMap<Arc<str>, SubConn>,
+    /// Connections to the other masters, for keyspace notifications.
+    locals: local::Locals,
     sink: Sink,
     events: mpsc::UnboundedReceiver<Event>,
     next_conn: u64,
@@ -97,6 +105,7 @@ impl PubSub {
             shard: BTreeMap::new(),
             global: None,
             nodes: HashMap::new(),
+            locals: local::Locals::default(),
             sink: Sink {
                 events,
                 queued: Arc::new(AtomicUsize::new(0)),
@@ -177,12 +186,26 @@ impl PubSub {
                             PubSubCommand::Subscribe => b"SUBSCRIBE",
                             _ => b"PSUBSCRIBE",
                         };
+                        let pattern = command == PubSubCommand::PSubscribe;
+                        let notes: Vec<&[u8]> = fresh
+                            .iter()
+                            .copied()
+                            .filter(|n| local::may_carry_notifications(n, pattern))
+                            .collect();
                         let conn = self.global_conn(router);
                         let (tx, rx) = oneshot::channel();
                         let mut cmd: Vec<&[u8]> = vec![verb];
                         cmd.extend(fresh);
                         conn.send(&cmd, Some(tx));
-                        Some(rx.map(|_| ()).boxed())
+                        let mut waits = vec![rx];
+                        if !notes.is_empty() {
+                            self.sync_locals(router);
+                            self.watch_masters();
+                            let mut cmd: Vec<&[u8]> = vec![verb];
+                            cmd.extend(notes);
+                            waits.extend(self.locals.send_all(&cmd, true));
+                        }
+                        Some(futures_util::future::join_all(waits).map(|_| ()).boxed())
                     }
                 };
                 (frames, done)
@@ -270,6 +293,19 @@ impl PubSub {
                     if !gone.is_empty() {
                         conn.send(&cmd, None);
                     }
+                }
+                let pattern = command == PubSubCommand::PUnsubscribe;
+                let notes: Vec<&[u8]> = gone
+                    .iter()
+                    .filter(|g| local::may_carry_notifications(g, pattern))
+                    .map(|g| &g[..])
+                    .collect();
+                if !self.wants_notifications() {
+                    self.locals.clear();
+                } else if !notes.is_empty() {
+                    let mut cmd: Vec<&[u8]> = vec![verb];
+                    cmd.extend(notes);
+                    self.locals.send_all(&cmd, false);
                 }
                 (frames, None)
             }
@@ -372,6 +408,7 @@ impl PubSub {
                 if self.global.as_ref().is_some_and(|g| g.id == conn) {
                     self.global = None;
                 }
+                self.locals.remove_conn(conn);
                 let lost: Option<Arc<str>> = self
                     .nodes
                     .values()
@@ -434,17 +471,78 @@ impl PubSub {
             self.shard.insert(channel, Some(owner));
         }
         self.drop_idle_nodes();
+        self.sync_locals(router);
         if unresolved {
             self.schedule_repair(router);
         } else {
             self.repair_attempt = 0;
         }
+        self.watch_masters();
+    }
+
+    /// While notifications are wanted, looks at the masters again within a second, so that
+    /// one that joins is subscribed too.
+    fn watch_masters(&mut self) {
+        if self.wants_notifications() {
+            let at = Instant::now() + NOTIFICATION_SYNC;
+            self.repair_at = Some(self.repair_at.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// True when a channel or pattern may carry keyspace notifications.
+    fn wants_notifications(&self) -> bool {
+        self.channels
+            .iter()
+            .any(|c| local::may_carry_notifications(c, false))
+            || self
+                .patterns
+                .iter()
+                .any(|p| local::may_carry_notifications(p, true))
+    }
+
+    /// Brings the connections to the other masters in line with the slot map.
+    fn sync_locals(&mut self, router: &Router) {
+        if !self.wants_notifications() {
+            self.locals.clear();
+            return;
+        }
+        let Some(meeting) = self.global.as_ref().map(|g| g.addr.clone()) else {
+            return; // The repair opens the meeting point first, then comes back here.
+        };
+        let masters: Vec<Arc<str>> = match router.topology.snapshot() {
+            Some(snapshot) => snapshot
+                .masters()
+                .iter()
+                .map(|p| p.addr().clone())
+                .collect(),
+            None => return,
+        };
+        let channels: Vec<Bytes> = self
+            .channels
+            .iter()
+            .filter(|c| local::may_carry_notifications(c, false))
+            .cloned()
+            .collect();
+        let patterns: Vec<Bytes> = self
+            .patterns
+            .iter()
+            .filter(|p| local::may_carry_notifications(p, true))
+            .cloned()
+            .collect();
+        let settings = router.topology.settings().clone();
+        let sink = self.sink.clone();
+        let next_conn = &mut self.next_conn;
+        self.locals
+            .sync(&masters, &meeting, &channels, &patterns, |addr| {
+                *next_conn += 1;
+                SubConn::open(*next_conn, addr, settings.clone(), sink.clone(), true)
+            });
     }
 
     fn open(&mut self, router: &Router, addr: &str) -> SubConn {
         self.next_conn += 1;
         let settings = router.topology.settings().clone();
-        SubConn::open(self.next_conn, addr, settings, self.sink.clone())
+        SubConn::open(self.next_conn, addr, settings, self.sink.clone(), false)
     }
 
     fn global_conn(&mut self, router: &Router) -> &SubConn {

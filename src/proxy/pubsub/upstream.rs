@@ -77,11 +77,25 @@ pub struct Sink {
 }
 
 impl SubConn {
-    /// Starts a connection task to `addr`.
-    pub fn open(id: u64, addr: &str, settings: Arc<Settings>, sink: Sink) -> SubConn {
+    /// Starts a connection task to `addr`. With `notifications_only` it passes on only
+    /// keyspace notifications (a master's own; see [`super::local`]).
+    pub fn open(
+        id: u64,
+        addr: &str,
+        settings: Arc<Settings>,
+        sink: Sink,
+        notifications_only: bool,
+    ) -> SubConn {
         let addr: Arc<str> = addr.into();
         let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(id, addr.clone(), settings, rx, sink));
+        let task = Task {
+            id,
+            addr: addr.clone(),
+            settings,
+            sink,
+            notifications_only,
+        };
+        tokio::spawn(run(task, rx));
         SubConn { id, addr, commands }
     }
 
@@ -93,13 +107,31 @@ impl SubConn {
 
 const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
 
-async fn run(
+/// How keyspace and keyevent notifications' channels begin.
+pub const NOTIFICATION_PREFIXES: [&[u8]; 2] = [b"__keyspace@", b"__keyevent@"];
+
+/// True when `channel` is a keyspace or keyevent notification's channel.
+pub fn is_notification(channel: &[u8]) -> bool {
+    NOTIFICATION_PREFIXES.iter().any(|p| channel.starts_with(p))
+}
+
+/// What a connection task is.
+struct Task {
     id: u64,
     addr: Arc<str>,
     settings: Arc<Settings>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
     sink: Sink,
-) {
+    notifications_only: bool,
+}
+
+async fn run(task: Task, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let Task {
+        id,
+        addr,
+        settings,
+        sink,
+        notifications_only,
+    } = task;
     let stream = match crate::upstream::connection::connect(&addr, &settings).await {
         Ok(stream) => stream,
         Err(error) => {
@@ -139,7 +171,7 @@ async fn run(
                         }
                     };
                     let frame = buf.split_to(len).freeze();
-                    if !deliver(id, frame, &sink, &mut waiting) {
+                    if !deliver(id, frame, &sink, &mut waiting, notifications_only) {
                         return;
                     }
                 }
@@ -158,6 +190,7 @@ fn deliver(
     frame: Bytes,
     sink: &Sink,
     waiting: &mut VecDeque<oneshot::Sender<()>>,
+    notifications_only: bool,
 ) -> bool {
     if frame.starts_with(b"-") {
         let _ = sink.events.send(Event::Refused {
@@ -185,6 +218,10 @@ fn deliver(
     let kind = text(0);
     match &kind[..] {
         b"message" | b"pmessage" | b"smessage" => {
+            let channel = text(if &kind[..] == b"pmessage" { 2 } else { 1 });
+            if notifications_only && !is_notification(&channel) {
+                return true;
+            }
             let size = frame.len();
             if sink.queued.fetch_add(size, Ordering::Relaxed) + size > sink.limit {
                 sink.overflow.cancel();
