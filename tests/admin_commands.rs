@@ -130,7 +130,6 @@ fn debug_goes_by_key_or_to_every_master_and_the_dangerous_ones_stay_refused() {
     });
 
     for sub in [
-        "RELOAD",
         "RESTART",
         "SEGFAULT",
         "PANIC",
@@ -323,5 +322,64 @@ fn post_call_needs_the_token_and_answers_per_node() {
     );
     for node in &cluster.nodes {
         assert_eq!(value(node, "maxmemory-policy"), "allkeys-lru");
+    }
+}
+
+#[test]
+fn debug_reload_and_loadaof_keep_every_masters_keys_or_are_refused() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = admin_proxy(&cluster);
+    let mut con = proxy.conn();
+    let keys: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| cluster.key_on(n.port, "reload"))
+        .collect();
+    for key in &keys {
+        let _: i64 = common::query(&mut con, &["RPUSH", key, "a", "b", "c"]);
+    }
+    let check = |con: &mut redis::Connection| {
+        for key in &keys {
+            let items: Vec<String> = common::query(con, &["LRANGE", key, "0", "-1"]);
+            assert_eq!(items, ["a", "b", "c"], "{key}");
+        }
+    };
+    // Saved and loaded back on every master, as one Redis does with its own data set.
+    let ok: String = common::query(&mut con, &["DEBUG", "RELOAD"]);
+    assert_eq!(ok, "OK");
+    check(&mut con);
+    let ok: String = common::query(&mut con, &["DEBUG", "RELOAD", "NOFLUSH", "MERGE"]);
+    assert_eq!(ok, "OK");
+    check(&mut con);
+    for (options, why) in [
+        (&["NOSAVE"][..], "NOSAVE is not allowed"),
+        (&["NOSAVE", "NOFLUSH", "MERGE"][..], "NOSAVE is not allowed"),
+        (&["NOFLUSH"][..], "NOFLUSH without MERGE"),
+    ] {
+        let mut args = vec!["DEBUG", "RELOAD"];
+        args.extend(options);
+        let err = try_query(&mut con, &args).unwrap_err();
+        assert!(err.contains(why), "{options:?}: {err}");
+    }
+    // LOADAOF empties a node and loads its AOF: refused until every master has a whole one.
+    let err = try_query(&mut con, &["DEBUG", "LOADAOF"]).unwrap_err();
+    assert!(err.contains("appendonly no"), "{err}");
+    check(&mut con);
+    let ok: String = common::query(&mut con, &["CONFIG", "SET", "appendonly", "yes"]);
+    assert_eq!(ok, "OK");
+    common::wait_until(Duration::from_secs(20), "the first AOF rewrites", || {
+        cluster.nodes.iter().all(|n| {
+            let info: String = n.cmd(&["INFO", "persistence"]);
+            info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrite_scheduled:0")
+        })
+    });
+    let _: i64 = common::query(&mut con, &["RPUSH", &keys[0], "d"]);
+    let _: String = common::query(&mut con, &["RPOP", &keys[0]]);
+    let ok: String = common::query(&mut con, &["DEBUG", "LOADAOF"]);
+    assert_eq!(ok, "OK");
+    check(&mut con);
+    for node in &cluster.nodes {
+        let pong: String = node.cmd(&["PING"]);
+        assert_eq!(pong, "PONG");
     }
 }

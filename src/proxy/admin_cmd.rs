@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 /// DEBUG subcommands refused even for trusted clients: they restart, crash, empty or
 /// disconnect a node from its replicas, or create keys in slots the node does not own.
+/// (`RELOAD` and `LOADAOF` are let through when they keep the data: [`reload_refusal`],
+/// [`loadaof_refusal`].)
 const DEBUG_FORBIDDEN: &[&str] = &[
-    "reload",
     "restart",
     "crash-and-recover",
     "segfault",
@@ -104,16 +105,19 @@ pub fn answer(
     }
     let router = shared.router.clone();
     let masters = snapshot.clone();
-    let per_master = move |payload: Bytes| async move {
-        join_all(masters.masters().iter().map(|pool| {
-            let payload = payload.clone();
-            let router = router.clone();
-            async move {
-                let reply = router.send_to_node(pool, lane, payload).await;
-                (pool.addr().to_string(), reply)
-            }
-        }))
-        .await
+    let per_master = move |payload: Bytes| {
+        let (router, masters) = (router.clone(), masters.clone());
+        async move {
+            join_all(masters.masters().iter().map(|pool| {
+                let payload = payload.clone();
+                let router = router.clone();
+                async move {
+                    let reply = router.send_to_node(pool, lane, payload).await;
+                    (pool.addr().to_string(), reply)
+                }
+            }))
+            .await
+        }
     };
     match admin {
         Admin::ConfigGet => {
@@ -199,7 +203,7 @@ fn debug<F, Fut>(
     name: &str,
 ) -> Action
 where
-    F: FnOnce(Bytes) -> Fut + Send + 'static,
+    F: Fn(Bytes) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Vec<(String, Bytes)>> + Send,
 {
     let sub = request
@@ -207,6 +211,14 @@ where
         .get(1)
         .map(|s| display_bytes(s).to_lowercase())
         .unwrap_or_default();
+    if sub == "reload" {
+        if let Some(why) = reload_refusal(&request.args) {
+            return Action::now(reply::error(&format!(
+                "ERR DEBUG RELOAD {why}; plain DEBUG RELOAD (and NOFLUSH MERGE) runs on every master"
+            )));
+        }
+    }
+    let check_aof = sub == "loadaof";
     if DEBUG_FORBIDDEN.contains(&sub.as_str()) {
         return Action::now(reply::error(&format!(
             "ERR command '{name}' is not allowed through slotproxy, even with [compat] admin_commands: it restarts, crashes or empties a node, or breaks the cluster"
@@ -234,6 +246,12 @@ where
     let name = name.to_string();
     let resp3 = lane.resp3;
     Action::later(async move {
+        if check_aof {
+            let query = crate::protocol::request::encode_command(&["INFO", "persistence"]);
+            if let Some(refusal) = loadaof_refusal(&per_master(query).await) {
+                return reply::error(&refusal);
+            }
+        }
         let replies = per_master(request.raw).await;
         if let Some(same) = unanimous(&replies) {
             return same;
@@ -246,6 +264,61 @@ where
             )),
             None => labelled(replies, resp3),
         }
+    })
+}
+
+/// Why a `DEBUG RELOAD` with these options would lose data or stop a node, if it would.
+fn reload_refusal(args: &[Bytes]) -> Option<&'static str> {
+    let has = |option: &[u8]| args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(option));
+    if has(b"nosave") {
+        return Some(
+            "NOSAVE is not allowed through slotproxy: it loads the RDB file on disk as it is, \
+             so writes since it was saved would be lost and keys of slots the node gave away \
+             since would come back",
+        );
+    }
+    if has(b"noflush") && !has(b"merge") {
+        return Some(
+            "NOFLUSH without MERGE is not allowed through slotproxy: a node holding keys stops \
+             on the first key it loads twice",
+        );
+    }
+    None
+}
+
+/// Why `DEBUG LOADAOF` must not run, given every master's `INFO persistence`: a node with
+/// the AOF off, or with its AOF still being rewritten (as right after `appendonly yes`),
+/// empties itself and loads stale, partial or no AOF files.
+fn loadaof_refusal(replies: &[(String, Bytes)]) -> Option<String> {
+    let not_ready: Vec<String> = replies
+        .iter()
+        .filter_map(|(addr, reply)| {
+            let text = String::from_utf8_lossy(reply);
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+                    .map(str::to_string)
+            };
+            let why = match (
+                field("aof_enabled").as_deref(),
+                field("aof_rewrite_in_progress").as_deref(),
+                field("aof_rewrite_scheduled").as_deref(),
+            ) {
+                (Some("1"), Some("0"), Some("0")) => return None,
+                (Some("1"), _, _) => "AOF rewrite running",
+                (Some(_), _, _) => "appendonly no",
+                _ => "no INFO persistence",
+            };
+            Some(format!("{addr}: {why}"))
+        })
+        .collect();
+    (!not_ready.is_empty()).then(|| {
+        format!(
+            "ERR DEBUG LOADAOF through slotproxy needs appendonly yes and no AOF rewrite running \
+             on every master ({}): such a node would empty itself and load stale, partial or no \
+             AOF files",
+            not_ready.join("; ")
+        )
     })
 }
 
@@ -421,5 +494,53 @@ async fn every_node(shared: &Shared, snapshot: &Snapshot, args: Vec<Bytes>, name
             count_errors(&replies),
             replies.len()
         )),
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::{loadaof_refusal, reload_refusal};
+    use bytes::Bytes;
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words.iter().map(|w| Bytes::from(w.to_string())).collect()
+    }
+
+    #[test]
+    fn reload_keeps_the_data_or_is_refused() {
+        assert!(reload_refusal(&args(&["DEBUG", "RELOAD"])).is_none());
+        assert!(reload_refusal(&args(&["DEBUG", "RELOAD", "noflush", "MERGE"])).is_none());
+        assert!(reload_refusal(&args(&["DEBUG", "RELOAD", "NOSAVE"])).is_some());
+        assert!(
+            reload_refusal(&args(&["debug", "reload", "nosave", "noflush", "merge"])).is_some()
+        );
+        assert!(reload_refusal(&args(&["DEBUG", "RELOAD", "NOFLUSH"])).is_some());
+    }
+
+    #[test]
+    fn loadaof_needs_a_finished_aof_everywhere() {
+        let info = |enabled: u8, rewriting: u8| {
+            Bytes::from(format!(
+                "$99\r\n# Persistence\r\naof_enabled:{enabled}\r\naof_rewrite_in_progress:{rewriting}\r\naof_rewrite_scheduled:0\r\n"
+            ))
+        };
+        let ready = vec![
+            ("a:1".to_string(), info(1, 0)),
+            ("b:2".to_string(), info(1, 0)),
+        ];
+        assert_eq!(loadaof_refusal(&ready), None);
+        let off = vec![
+            ("a:1".to_string(), info(1, 0)),
+            ("b:2".to_string(), info(0, 0)),
+        ];
+        let why = loadaof_refusal(&off).expect("refused");
+        assert!(
+            why.contains("b:2: appendonly no") && !why.contains("a:1"),
+            "{why}"
+        );
+        let busy = vec![("a:1".to_string(), info(1, 1))];
+        assert!(loadaof_refusal(&busy)
+            .expect("refused")
+            .contains("rewrite running"));
     }
 }
