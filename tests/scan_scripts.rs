@@ -188,3 +188,68 @@ fn sha1_hex(text: &str) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// Runs `args` on a connection of its own in a thread; its error text, once it ends.
+fn run_busy(
+    addr: std::net::SocketAddr,
+    args: &'static [&'static str],
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut con = common::connect(&addr.to_string());
+        let mut command = redis::cmd(args[0]);
+        for a in &args[1..] {
+            command.arg(*a);
+        }
+        match command.query::<redis::Value>(&mut con) {
+            Ok(v) => format!("no error: {v:?}"),
+            Err(e) => e.to_string(),
+        }
+    })
+}
+
+#[test]
+fn script_kill_and_function_kill_reach_a_node_busy_with_a_script() {
+    let cluster = Cluster::start(3, 0);
+    let proxy = TestProxy::start(&cluster);
+    for node in &cluster.nodes {
+        let _: () = node.cmd(&["CONFIG", "SET", "busy-reply-threshold", "10"]);
+    }
+    let mut con = proxy.conn();
+    let spin = "#!lua name=spinlib\nredis.register_function{function_name='spin', callback=function() while true do end end, flags={'no-writes'}}";
+    let _: String = common::query(&mut con, &["FUNCTION", "LOAD", spin]);
+    let nothing: Result<String, _> = redis::cmd("SCRIPT").arg("KILL").query(&mut con);
+    assert!(
+        nothing
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("No scripts in execution")),
+        "{nothing:?}"
+    );
+
+    for (busy, kill, killed) in [
+        (
+            &["EVAL", "while true do end", "0"][..],
+            "SCRIPT",
+            "killed by user",
+        ),
+        (&["FCALL", "spin", "0"][..], "FUNCTION", "killed by user"),
+    ] {
+        let runner = run_busy(proxy.addr, busy);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // The script holds the node's shared connection: the kill takes a connection of its own.
+        let started = std::time::Instant::now();
+        let ok: String = common::query(&mut con, &[kill, "KILL"]);
+        assert_eq!(ok, "OK", "{kill} KILL");
+        let error = runner.join().expect("runner");
+        assert!(error.contains(killed), "{busy:?}: {error}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{kill} KILL took {:?}",
+            started.elapsed()
+        );
+        // Every master serves again.
+        for node in &cluster.nodes {
+            let key = cluster.key_on(node.port, "after-kill");
+            let _: () = common::query(&mut con, &["SET", &key, "v"]);
+        }
+    }
+}

@@ -151,6 +151,9 @@ pub async fn all_masters(
     if snapshot.masters().is_empty() {
         return reply::error("ERR slotproxy: no master is known");
     }
+    if join == Join::AnyOk {
+        return kill(&router, &snapshot, payload).await;
+    }
     let replies = join_all(
         snapshot
             .masters()
@@ -158,16 +161,37 @@ pub async fn all_masters(
             .map(|pool| router.send_to_node(pool, lane, payload.clone())),
     )
     .await;
-    if join == Join::AnyOk {
-        return match replies.iter().find(|r| &r[..] == b"+OK\r\n") {
-            Some(ok) => ok.clone(),
-            None => replies.first().cloned().unwrap_or_else(reply::ok),
-        };
-    }
     if let Some(error) = replies.iter().find(|r| scan::is_error(r)) {
         return error.clone();
     }
     join_replies(join, &replies)
+}
+
+/// `SCRIPT KILL` / `FUNCTION KILL` on every master, each over a connection of its own: the
+/// script to stop was sent over the node's shared connection, and a node reads nothing more
+/// from a connection whose script is running, so a kill queued behind it would never arrive.
+/// `+OK` if some node stopped a script, else the first node's answer (`NOTBUSY`).
+async fn kill(router: &Router, snapshot: &Snapshot, payload: Bytes) -> Bytes {
+    let settings = router.topology.settings().clone();
+    let timeout = router.request_timeout();
+    let replies = join_all(snapshot.masters().iter().map(|pool| {
+        let mut conn = crate::upstream::control::ControlConn::new(pool.addr(), settings.clone());
+        let payload = payload.clone();
+        async move {
+            match conn.call_raw(&payload, 1, timeout).await {
+                Ok(mut replies) => replies.pop().unwrap_or_default(),
+                Err(error) => {
+                    router.count_error(&error);
+                    error.to_reply()
+                }
+            }
+        }
+    }))
+    .await;
+    match replies.iter().find(|r| &r[..] == b"+OK\r\n") {
+        Some(ok) => ok.clone(),
+        None => replies.first().cloned().unwrap_or_else(reply::ok),
+    }
 }
 
 fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
