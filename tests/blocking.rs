@@ -123,6 +123,9 @@ fn client_unblock_ends_a_wait_as_a_timeout_or_an_error() {
         common::wait_until(Duration::from_secs(5), "BLPOP to block", || {
             blocked_on_nodes(&cluster) == 1
         });
+        // INFO counts the proxy's own blocked clients, as one Redis counts its own.
+        let info: String = cmd(&mut admin, &["INFO", "clients"]);
+        assert!(info.contains("blocked_clients:1\r\n"), "{info}");
         let woken: i64 = cmd(&mut admin, &["CLIENT", "UNBLOCK", &id.to_string(), mode]);
         assert_eq!(woken, 1);
         let (got, waiter_con) = waiter.join().expect("waiter");
@@ -131,6 +134,8 @@ fn client_unblock_ends_a_wait_as_a_timeout_or_an_error() {
             blocked_on_nodes(&cluster) == 0
         });
         drop(waiter_con);
+        let info: String = cmd(&mut admin, &["INFO", "clients"]);
+        assert!(info.contains("blocked_clients:0\r\n"), "{info}");
         match expect_error {
             false => assert_eq!(got.expect("nil reply"), None),
             true => assert!(format!("{got:?}").contains("UNBLOCKED"), "{got:?}"),

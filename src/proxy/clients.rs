@@ -240,6 +240,14 @@ impl Registry {
             .collect()
     }
 
+    /// Clients waiting in a blocking command now (`INFO`'s `blocked_clients`).
+    pub fn blocked_count(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|c| !c.kill.is_cancelled() && c.blocked.load(Ordering::Relaxed))
+            .count()
+    }
+
     /// `CLIENT LIST [ID id …]` text (a killed client is gone at once, as in Redis).
     pub fn list(&self, ids: Option<&[u64]>) -> String {
         self.lock()

@@ -159,8 +159,9 @@ pub async fn info(
     if wanted("clients") {
         let _ = write!(
             out,
-            "# Clients\r\nconnected_clients:{}\r\n\r\n",
-            shared.metrics.client_connections.get()
+            "# Clients\r\nconnected_clients:{}\r\nblocked_clients:{}\r\n\r\n",
+            shared.metrics.client_connections.get(),
+            shared.clients.blocked_count()
         );
     }
     let need_nodes = wanted("memory") || wanted("keyspace");
