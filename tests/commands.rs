@@ -199,6 +199,43 @@ fn local_commands_for_plain_clients() {
     assert!(info.contains("redis_version:"), "{info}");
     assert!(info.contains("cluster_enabled:0"), "{info}");
     assert!(info.contains("db0:keys=1,"), "{info}");
+    // Persistence and stats read as one node holding every master's data: writes on every
+    // master add up in rdb_changes_since_last_save, as one Redis counts its own.
+    let changes = |con: &mut redis::Connection| -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query(con)
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("rdb_changes_since_last_save:"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no rdb_changes_since_last_save in {info}"))
+    };
+    let before = changes(&mut con);
+    for node in &cluster.nodes {
+        let key = cluster.key_on(node.port, "dirty");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg("v")
+            .query(&mut con)
+            .expect("SET");
+    }
+    assert_eq!(changes(&mut con), before + 3);
+    for node in &cluster.nodes {
+        let key = cluster.key_on(node.port, "dirty");
+        let _: i64 = redis::cmd("DEL").arg(&key).query(&mut con).expect("DEL");
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut con)
+        .expect("INFO");
+    for field in [
+        "total_commands_processed:",
+        "expired_keys:",
+        "keyspace_hits:",
+    ] {
+        assert_eq!(stats.matches(field).count(), 1, "{field} in {stats}");
+    }
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut con).expect("KEYS");
     assert_eq!(keys, vec!["k1".to_string()]);
     let random: String = redis::cmd("RANDOMKEY").query(&mut con).expect("RANDOMKEY");

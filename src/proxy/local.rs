@@ -164,10 +164,14 @@ pub async fn info(
             shared.clients.blocked_count()
         );
     }
-    let need_nodes = wanted("memory") || wanted("keyspace");
-    let node_infos = if need_nodes {
-        let replies =
-            info_of_masters(&shared, &snapshot, lane, &["INFO", "memory", "keyspace"]).await;
+    let from_nodes: Vec<&str> = ["memory", "keyspace", "persistence", "stats"]
+        .into_iter()
+        .filter(|s| wanted(s))
+        .collect();
+    let node_infos = if !from_nodes.is_empty() {
+        let mut args = vec!["INFO"];
+        args.extend(&from_nodes);
+        let replies = info_of_masters(&shared, &snapshot, lane, &args).await;
         replies
             .iter()
             .filter_map(|r| scan::string(r).map(|s| String::from_utf8_lossy(s).into_owned()))
@@ -186,6 +190,13 @@ pub async fn info(
             used as f64 / 1048576.0
         );
     }
+    if wanted("persistence") {
+        let _ = write!(
+            out,
+            "# Persistence\r\n{}\r\n",
+            super::info_merge::merge_section(&node_infos, "persistence", &[])
+        );
+    }
     if wanted("stats") {
         let metrics = &shared.metrics;
         let processed: u64 = crate::metrics::CommandGroup::ALL
@@ -199,11 +210,13 @@ pub async fn info(
             .sum();
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{processed}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{processed}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n{}\r\n",
             metrics.client_connections_accepted.get(),
             metrics.client_connections_rejected.get(),
             metrics.client_bytes_received.get(),
             metrics.client_bytes_sent.get(),
+            // The rest as one node holding all the data would count it.
+            super::info_merge::merge_section(&node_infos, "stats", &PROXY_STATS),
         );
     }
     if wanted("replication") {
@@ -248,6 +261,15 @@ pub async fn info(
     }
     reply::verbatim(&out, lane.resp3)
 }
+
+/// Stats the proxy counts itself, for its own clients (the nodes' count the proxy's work).
+const PROXY_STATS: [&str; 5] = [
+    "total_connections_received",
+    "total_commands_processed",
+    "rejected_connections",
+    "total_net_input_bytes",
+    "total_net_output_bytes",
+];
 
 /// `args` (an INFO command) sent to every master; the replies in master order.
 async fn info_of_masters(

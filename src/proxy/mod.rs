@@ -18,6 +18,7 @@ pub mod exec_recheck;
 pub mod fanout;
 pub mod fanout_batch;
 pub mod idle;
+pub mod info_merge;
 pub mod listener;
 pub mod local;
 pub mod monitor;
