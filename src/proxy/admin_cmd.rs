@@ -18,6 +18,7 @@ use crate::upstream::Lane;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// DEBUG subcommands refused even for trusted clients: they restart, crash, empty or
 /// disconnect a node from its replicas, or create keys in slots the node does not own.
@@ -85,6 +86,7 @@ const DEBUG_KEYED: &[&str] = &[
     "listpack",
     "quicklist",
     "digest-value",
+    "htstats-key",
 ];
 
 /// Answers an admin command.
@@ -247,9 +249,18 @@ where
     let resp3 = lane.resp3;
     Action::later(async move {
         if check_aof {
+            // A rewrite (as right after `appendonly yes`) is waited for, up to AOF_WAIT.
             let query = crate::protocol::request::encode_command(&["INFO", "persistence"]);
-            if let Some(refusal) = loadaof_refusal(&per_master(query).await) {
-                return reply::error(&refusal);
+            let deadline = tokio::time::Instant::now() + AOF_WAIT;
+            loop {
+                match loadaof_refusal(&per_master(query.clone()).await) {
+                    None => break,
+                    Some((why, true)) if tokio::time::Instant::now() < deadline => {
+                        tracing::debug!(%why, "DEBUG LOADAOF waits for AOF rewrites");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some((why, _)) => return reply::error(&why),
+                }
             }
         }
         let replies = per_master(request.raw).await;
@@ -286,10 +297,15 @@ fn reload_refusal(args: &[Bytes]) -> Option<&'static str> {
     None
 }
 
-/// Why `DEBUG LOADAOF` must not run, given every master's `INFO persistence`: a node with
-/// the AOF off, or with its AOF still being rewritten (as right after `appendonly yes`),
-/// empties itself and loads stale, partial or no AOF files.
-fn loadaof_refusal(replies: &[(String, Bytes)]) -> Option<String> {
+/// How long `DEBUG LOADAOF` waits for the masters' AOF rewrites to finish.
+const AOF_WAIT: Duration = Duration::from_secs(10);
+
+/// Why `DEBUG LOADAOF` must not run, given every master's `INFO persistence`, and whether
+/// waiting helps (only rewrites are running): a node with the AOF off, or with its AOF still
+/// being rewritten (as right after `appendonly yes`), empties itself and loads stale, partial
+/// or no AOF files.
+fn loadaof_refusal(replies: &[(String, Bytes)]) -> Option<(String, bool)> {
+    let mut only_rewrites = true;
     let not_ready: Vec<String> = replies
         .iter()
         .filter_map(|(addr, reply)| {
@@ -306,19 +322,26 @@ fn loadaof_refusal(replies: &[(String, Bytes)]) -> Option<String> {
             ) {
                 (Some("1"), Some("0"), Some("0")) => return None,
                 (Some("1"), _, _) => "AOF rewrite running",
-                (Some(_), _, _) => "appendonly no",
-                _ => "no INFO persistence",
+                (Some(_), _, _) => {
+                    only_rewrites = false;
+                    "appendonly no"
+                }
+                _ => {
+                    only_rewrites = false;
+                    "no INFO persistence"
+                }
             };
             Some(format!("{addr}: {why}"))
         })
         .collect();
     (!not_ready.is_empty()).then(|| {
-        format!(
+        let why = format!(
             "ERR DEBUG LOADAOF through slotproxy needs appendonly yes and no AOF rewrite running \
              on every master ({}): such a node would empty itself and load stale, partial or no \
              AOF files",
             not_ready.join("; ")
-        )
+        );
+        (why, only_rewrites)
     })
 }
 
@@ -533,14 +556,14 @@ mod debug_tests {
             ("a:1".to_string(), info(1, 0)),
             ("b:2".to_string(), info(0, 0)),
         ];
-        let why = loadaof_refusal(&off).expect("refused");
+        let (why, wait) = loadaof_refusal(&off).expect("refused");
         assert!(
             why.contains("b:2: appendonly no") && !why.contains("a:1"),
             "{why}"
         );
+        assert!(!wait);
         let busy = vec![("a:1".to_string(), info(1, 1))];
-        assert!(loadaof_refusal(&busy)
-            .expect("refused")
-            .contains("rewrite running"));
+        let (why, wait) = loadaof_refusal(&busy).expect("refused");
+        assert!(why.contains("rewrite running") && wait, "{why}");
     }
 }
