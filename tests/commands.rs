@@ -240,6 +240,34 @@ fn local_commands_for_plain_clients() {
     assert_eq!(keys, vec!["k1".to_string()]);
     let random: String = redis::cmd("RANDOMKEY").query(&mut con).expect("RANDOMKEY");
     assert_eq!(random, "k1");
+    // With keys on two masters RANDOMKEY draws from both, as one Redis draws from all keys.
+    let other = cluster.key_on(
+        cluster
+            .other_than(cluster.owner_of(slotproxy::cluster::key_slot(b"k1")))
+            .port,
+        "rk",
+    );
+    let _: () = redis::cmd("SET")
+        .arg(&other)
+        .arg("v")
+        .query(&mut con)
+        .expect("SET");
+    let drawn: std::collections::BTreeSet<String> = (0..100)
+        .map(|_| redis::cmd("RANDOMKEY").query(&mut con).expect("RANDOMKEY"))
+        .collect();
+    assert_eq!(
+        drawn,
+        ["k1".to_string(), other.clone()].into_iter().collect()
+    );
+    let _: i64 = redis::cmd("DEL").arg(&other).query(&mut con).expect("DEL");
+    let arity = redis::cmd("PING")
+        .arg("x")
+        .arg("y")
+        .query::<String>(&mut con);
+    assert!(
+        format!("{arity:?}").contains("wrong number of arguments for 'ping' command"),
+        "{arity:?}"
+    );
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
         .arg("foo")

@@ -265,11 +265,17 @@ fn join_replies(join: Join, replies: &[Bytes]) -> Bytes {
                 .collect();
             reply::array_of_raw(&flat)
         }
-        Join::FirstNonNil | Join::AnyOk => replies
-            .iter()
-            .find(|r| !reply::is_null(r))
-            .cloned()
-            .unwrap_or_else(reply::null),
+        // From a random master on (`RANDOMKEY` draws from every master's keys, not always
+        // the first's; for `SCRIPT LOAD` every master answers the same).
+        Join::FirstNonNil | Join::AnyOk => {
+            let start = rand::random::<usize>() % replies.len().max(1);
+            replies[start..]
+                .iter()
+                .chain(&replies[..start])
+                .find(|r| !reply::is_null(r))
+                .cloned()
+                .unwrap_or_else(reply::null)
+        }
         Join::AllIntegersAnd => {
             let mut all: Option<Vec<i64>> = None;
             for raw in replies {

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 /// PING [message]
 pub fn ping(args: &[Bytes]) -> Bytes {
+    if args.len() > 2 {
+        return reply::error("ERR wrong number of arguments for 'ping' command");
+    }
     match args.get(1) {
         Some(message) => reply::bulk(message.clone()),
         None => reply::simple("PONG"),

@@ -79,6 +79,9 @@ pub fn not_allowed(name: &str) -> Bytes {
 
 /// `PING [message]` in subscribed mode (RESP2): `["pong", message]`.
 pub fn ping(args: &[Bytes]) -> Bytes {
+    if args.len() > 2 {
+        return reply::error("ERR wrong number of arguments for 'ping' command");
+    }
     let message = args.get(1).cloned().unwrap_or_default();
     push(&[b"pong", &message[..]], None)
 }
