@@ -225,6 +225,12 @@ fn local_commands_for_plain_clients() {
         let key = cluster.key_on(node.port, "dirty");
         let _: i64 = redis::cmd("DEL").arg(&key).query(&mut con).expect("DEL");
     }
+    let memory: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut con)
+        .expect("INFO");
+    assert!(memory.contains("mem_allocator:"), "{memory}");
+    assert_eq!(memory.matches("used_memory:").count(), 1, "{memory}");
     let stats: String = redis::cmd("INFO")
         .arg("stats")
         .query(&mut con)

@@ -3,7 +3,8 @@
 //! Counts add up (`rdb_changes_since_last_save`, `expired_keys`, `keyspace_hits` …); a flag
 //! or state is the busiest node's (`rdb_bgsave_in_progress`, `loading`); a moment is the
 //! oldest (`rdb_last_save_time`, as `LASTSAVE`); a status is `err` if any node's is; a
-//! ratio or percentage is the highest; any other text is the first master's.
+//! ratio or percentage is the highest; any other text is the first master's. `*_human`
+//! restatements are left out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -59,7 +60,8 @@ pub fn merge_section(nodes: &[String], section: &str, skip: &[&str]) -> String {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
-            if !inside || skip.contains(&name) {
+            // `*_human` fields restate another in other units: the caller writes its own.
+            if !inside || skip.contains(&name) || name.ends_with("_human") {
                 continue;
             }
             let entry = values.entry(name.to_string()).or_default();

@@ -189,7 +189,8 @@ pub async fn info(
             .sum();
         let _ = write!(
             out,
-            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\n\r\n",
+            "# Memory\r\n{}used_memory_human:{:.2}M\r\n\r\n",
+            super::info_merge::merge_section(&node_infos, "memory", &[]),
             used as f64 / 1048576.0
         );
     }
