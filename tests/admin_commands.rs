@@ -344,6 +344,17 @@ fn debug_reload_and_loadaof_keep_every_masters_keys_or_are_refused() {
             assert_eq!(items, ["a", "b", "c"], "{key}");
         }
     };
+    // Every master persists its own data set.
+    let ok: String = common::query(&mut con, &["SAVE"]);
+    assert_eq!(ok, "OK");
+    let started: String = common::query(&mut con, &["BGSAVE"]);
+    assert_eq!(started, "Background saving started");
+    common::wait_until(Duration::from_secs(10), "the background saves", || {
+        cluster.nodes.iter().all(|n| {
+            let info: String = n.cmd(&["INFO", "persistence"]);
+            info.contains("rdb_bgsave_in_progress:0")
+        })
+    });
     // Saved and loaded back on every master, as one Redis does with its own data set.
     let ok: String = common::query(&mut con, &["DEBUG", "RELOAD"]);
     assert_eq!(ok, "OK");

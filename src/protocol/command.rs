@@ -104,7 +104,12 @@ impl CommandInfo {
             Policy::Keyed if info.name == "xread" || info.name == "xreadgroup" => {
                 "routed by key (with BLOCK: pinned, re-issued after a slot move); streams of several slots: each read on its owner, joined".into()
             }
-            Policy::Keyed if info.name == "publish" => {
+            Policy::Keyed
+                if matches!(
+                    info.name.as_str(),
+                    "publish" | "pubsub|channels" | "pubsub|numsub" | "pubsub|numpat"
+                ) =>
+            {
                 "the node where the proxy's subscribers are (owner of slot 0)".into()
             }
             Policy::Keyed

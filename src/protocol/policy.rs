@@ -271,7 +271,9 @@ pub fn override_for(name: &str) -> Option<Policy> {
         | "memory|doctor"
         | "memory|malloc-stats" => Admin(self::Admin::PerNode),
         "slowlog" | "latency" | "config" => Refused(Refusal::AdminMode),
-        "module" | "bgsave" | "save" | "bgrewriteaof" => Refused(Refusal::NodeAdmin),
+        "module" => Refused(Refusal::NodeAdmin),
+        // Each master persists its own data set.
+        "bgsave" | "save" | "bgrewriteaof" => Admin(self::Admin::AllMasters),
         "swapdb" | "move" => Refused(Refusal::MultiDb),
         _ => return None,
     })
