@@ -2,7 +2,7 @@
 //! cancel, adding and draining a node, and precise errors for bad requests.
 
 mod common;
-use common::{check_keys, http_request, keys_for_slots, write_keys, Cluster, TestProxy};
+use common::{check_keys, http_request, keys_for_slots, write_keys, Cluster, Node, TestProxy};
 use std::time::Duration;
 
 fn count_in_slot(node: &common::Node, slot: u16) -> i64 {
@@ -344,6 +344,25 @@ fn migration_works_when_the_nodes_require_auth() {
         "MIGRATE without AUTH must fail here: {plain:?}"
     );
 
+    // The source's epoch above the target's: without BUMPEPOCH the proxy must wait until the
+    // target knows it, so that the target's own SETSLOT NODE bumps past it.
+    let epoch = |node: &Node| -> u64 {
+        let info: String = node.cmd(&["CLUSTER", "INFO"]);
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("cluster_my_epoch:"))
+            .and_then(|v| v.parse().ok())
+            .expect("cluster_my_epoch")
+    };
+    common::wait_until(
+        Duration::from_secs(10),
+        "the source's epoch above the target's",
+        || {
+            // STILL while the source holds the greatest epoch it knows of (a tie resolves itself).
+            let _: String = source.cmd(&["CLUSTER", "BUMPEPOCH"]);
+            epoch(source) > epoch(target)
+        },
+    );
+
     let proxy = TestProxy::start_with(&cluster, |c| {
         c.cluster.username = "migrator".into();
         c.cluster.password = "s3cret".into();
@@ -362,6 +381,7 @@ fn migration_works_when_the_nodes_require_auth() {
     assert_eq!(count_in_slot(target, 7), 10);
     assert_eq!(done["keys_moved"], 200, "{done}");
     assert!(cluster.open_slots().is_empty());
+    assert!(epoch(target) > epoch(source));
 }
 
 /// A node whose cluster bus is not at its port + 10000 (`cluster-port`) joins through

@@ -12,7 +12,8 @@
 //! So before the target's `SETSLOT NODE` its epoch must be above the source's, and the
 //! source's must not be shared with another master (a collision Redis may resolve by bumping
 //! the source): [`outrank_source`] checks that and bumps the target (`CLUSTER BUMPEPOCH`) or
-//! waits for gossip until it holds. After the source lets go, [`secure_claim`] checks again
+//! waits for gossip until it holds. A node user without `CLUSTER BUMPEPOCH` is enough too:
+//! then the target must know the source's epoch, and its own `SETSLOT NODE` bumps past it. After the source lets go, [`secure_claim`] checks again
 //! (a claim under an epoch at least the source's cannot be taken back: Redis hands a slot
 //! over only to a strictly greater epoch) and claims back anything lost.
 
@@ -39,6 +40,9 @@ pub async fn outrank_source(
 ) -> Result<(), MoveError> {
     let started = tokio::time::Instant::now();
     let mut noted = false;
+    // A node user without CLUSTER BUMPEPOCH: the target's own SETSLOT NODE bumps its epoch
+    // past every epoch it knows of, so it must know the source's.
+    let mut may_bump = true;
     loop {
         let (me, lines) = ctx.node_view(conns, &from.addr).await?;
         let source = me.config_epoch;
@@ -50,6 +54,10 @@ pub async fn outrank_source(
             if noted {
                 tracing::info!(target = %to.addr, epoch = target, source_epoch = source, "epochs settled: handing the slots over");
             }
+            return Ok(());
+        }
+        if !may_bump && !shared && target < source && knows(ctx, conns, to, from, source).await? {
+            tracing::debug!(target = %to.addr, epoch = target, source_epoch = source, "the target knows the source's epoch: its SETSLOT NODE bumps past it");
             return Ok(());
         }
         if started.elapsed() > SETTLE_LIMIT {
@@ -67,10 +75,19 @@ pub async fn outrank_source(
                 SETTLE_LIMIT.as_secs()
             )));
         }
-        if target <= source && bump(ctx, conns, to).await? {
-            // The usual case (a target that never held slots has epoch 0): settled at once.
-            tracing::debug!(target = %to.addr, epoch = target, source_epoch = source, "the target's epoch bumped above the source's");
-            continue;
+        if target <= source && may_bump {
+            match bump(ctx, conns, to).await? {
+                Some(true) => {
+                    // The usual case (a target that never held slots has epoch 0).
+                    tracing::debug!(target = %to.addr, epoch = target, source_epoch = source, "the target's epoch bumped above the source's");
+                    continue;
+                }
+                Some(false) => {}
+                None => {
+                    may_bump = false;
+                    continue;
+                }
+            }
         }
         if !noted {
             tracing::warn!(target = %to.addr, epoch = target, source = %from.addr, source_epoch = source, shared, "the target's epoch is not above the source's: settling epochs before SETSLOT NODE");
@@ -82,9 +99,28 @@ pub async fn outrank_source(
     }
 }
 
-/// `CLUSTER BUMPEPOCH` on the target: true when its epoch went up ("STILL": it holds the
-/// greatest it knows of).
-async fn bump(ctx: &MoveContext, conns: &mut Conns, to: &Endpoint) -> Result<bool, MoveError> {
+/// Whether the target's view has the source at `epoch` (or later).
+async fn knows(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    to: &Endpoint,
+    from: &Endpoint,
+    epoch: u64,
+) -> Result<bool, MoveError> {
+    let (_, lines) = ctx.node_view(conns, &to.addr).await?;
+    Ok(lines
+        .iter()
+        .any(|l| l.id == from.id && l.config_epoch >= epoch))
+}
+
+/// `CLUSTER BUMPEPOCH` on the target: `Some(true)` when its epoch went up, `Some(false)` for
+/// "STILL" (it holds the greatest it knows of), `None` when the node refused the command (a
+/// node user without it).
+async fn bump(
+    ctx: &MoveContext,
+    conns: &mut Conns,
+    to: &Endpoint,
+) -> Result<Option<bool>, MoveError> {
     match ctx
         .call(
             conns,
@@ -94,17 +130,18 @@ async fn bump(ctx: &MoveContext, conns: &mut Conns, to: &Endpoint) -> Result<boo
         )
         .await?
     {
-        Ok(reply) => Ok(reply.windows(6).any(|w| w == b"BUMPED")),
-        Err(text) => Err(MoveError::Retry(format!(
-            "{}: CLUSTER BUMPEPOCH: {text}",
-            to.addr
-        ))),
+        Ok(reply) => Ok(Some(reply.windows(6).any(|w| w == b"BUMPED"))),
+        Err(text) => {
+            tracing::debug!(node = %to.addr, error = %text, "CLUSTER BUMPEPOCH refused");
+            Ok(None)
+        }
     }
 }
 
-/// After the source's `SETSLOT NODE`: makes sure the target's claim of `slots` (already handed over with `SETSLOT NODE` on the
-/// target and the source) outranks every claim the source made before. Costs one
-/// `CLUSTER INFO` per end when the epochs are in order, as they are in a settled cluster.
+/// After the source's `SETSLOT NODE`: makes sure the target's claim of `slots` (already
+/// handed over with `SETSLOT NODE` on the target and the source) outranks every claim the
+/// source made before. Costs one `CLUSTER INFO` per end when the epochs are in order, as they
+/// are in a settled cluster.
 pub async fn secure_claim(
     ctx: &MoveContext,
     conns: &mut Conns,
@@ -140,7 +177,16 @@ pub async fn secure_claim(
             tracing::warn!(target = %to.addr, epoch = target, source = %from.addr, source_epoch = source, slots = slots.len(), "the target claimed slots under an epoch below the source's: bumping it");
         }
         repaired = true;
-        let bumped = bump(ctx, conns, to).await?;
+        let bumped = match bump(ctx, conns, to).await? {
+            Some(bumped) => bumped,
+            None => {
+                return Err(MoveError::Retry(format!(
+                    "{}: its config epoch {target} is below the source's ({source}) after \
+                     SETSLOT NODE, and CLUSTER BUMPEPOCH is refused to the proxy's node user",
+                    to.addr
+                )))
+            }
+        };
         reclaim(ctx, conns, slots, to).await?;
         if !bumped {
             // The target has not heard of the source's epoch yet; gossip brings it.
