@@ -276,6 +276,13 @@ impl RequestDecoder {
         if args.is_empty() {
             return Ok(None);
         }
+        // The same argument limit as a multibulk request, so that no path around it exists.
+        if args.len() > self.limits.max_args {
+            return Err(ProtocolError::new(format!(
+                "inline request with more than {} arguments",
+                self.limits.max_args
+            )));
+        }
         Ok(Some(Request::from_args(args)))
     }
 }
@@ -464,6 +471,21 @@ mod tests {
         let mut buf = BytesMut::from(&vec![b'a'; 64 * 1024 + 10][..]);
         let e = d.decode(&mut buf).unwrap_err();
         assert_eq!(e.to_string(), "Protocol error: too big inline request");
+    }
+
+    #[test]
+    fn inline_argument_limit_holds() {
+        let mut d = RequestDecoder::new(Limits {
+            max_args: 3,
+            ..limits()
+        });
+        let mut buf = BytesMut::from(&b"a b c\r\na b c d\r\n"[..]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().args.len(), 3);
+        let e = d.decode(&mut buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Protocol error: inline request with more than 3 arguments"
+        );
     }
 
     #[test]
