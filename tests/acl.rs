@@ -62,6 +62,20 @@ const SCRIPT: &[(&str, &str, Cmp)] = &[
     ("admin", "ACL DRYRUN nobody GET x", Cmp::Same),
     ("admin", "ACL DRYRUN alice NOSUCH x", Cmp::Same),
     ("admin", "ACL DRYRUN alice GET", Cmp::Same),
+    // Keys found by Redis' own key finders (MIGRATE, SORT), and calls whose specs overrun.
+    (
+        "admin",
+        "ACL SETUSER kp on nopass +@all %R~read* %W~write* %RW~rw*",
+        Cmp::Same,
+    ),
+    ("admin", "ACL DRYRUN kp MIGRATE h 1 read 0 500", Cmp::Same),
+    ("admin", "ACL DRYRUN kp MIGRATE h 1 rw 0 500", Cmp::Same),
+    ("admin", "ACL DRYRUN kp SORT read STORE write", Cmp::Same),
+    ("admin", "ACL DRYRUN kp SORT read STORE read", Cmp::Same),
+    ("admin", "ACL DRYRUN kp SORT write BY x STORE write", Cmp::Same),
+    ("admin", "ACL DRYRUN kp EVAL x 1 read", Cmp::Same),
+    ("admin", "ACL DRYRUN kp EVAL x 3 rw read", Cmp::Same),
+    ("admin", "ACL DRYRUN kp ZUNIONSTORE read 1 rw", Cmp::Same),
     // Passwords: removal, hashes.
     ("admin", "ACL SETUSER alice <pw1 >pw2", Cmp::Same),
     ("alice", "AUTH alice pw1", Cmp::Same),

@@ -10,7 +10,8 @@ pub use super::policy::{
 };
 
 use super::acl_catalog::{categories_of, command_id, Catalog, CatalogEntry};
-use super::keyspec::{self, KeyPositions, KeySpec, LegacyKeys};
+use super::getkeys;
+use super::keyspec::{self, BeginSearch, KeyPositions, KeySpec, LegacyKeys};
 use super::policy::override_for;
 use bytes::Bytes;
 use redis_protocol::resp2::types::{BytesFrame, Resp2Frame};
@@ -57,6 +58,15 @@ impl CommandInfo {
     /// The keys of this call with the access ACL checks require of each; where the specs
     /// cannot tell, the legacy key range, each key read and written.
     pub fn acl_keys(&self, args: &[Bytes]) -> keyspec::AclKeys {
+        if self
+            .specs
+            .iter()
+            .any(|s| s.incomplete || s.begin == BeginSearch::Unknown)
+        {
+            if let Some(keys) = getkeys::incomplete_spec_keys(args) {
+                return keys;
+            }
+        }
         keyspec::acl_keys(&self.specs, self.legacy, self.movable_keys, args).unwrap_or_else(|| {
             let all = keyspec::KEY_READ | keyspec::KEY_WRITE;
             keyspec::acl_keys(&[], self.legacy, false, args)

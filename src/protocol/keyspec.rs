@@ -106,7 +106,7 @@ pub fn key_positions(
     let mut keys = Vec::new();
     for spec in specs {
         match spec_positions(spec, args) {
-            Some(found) => keys.extend(found),
+            Some(found) => keys.extend(found.keys),
             None => return KeyPositions::AskCluster,
         }
     }
@@ -148,7 +148,13 @@ pub fn acl_keys(
             true => variable_access(args).unwrap_or(spec.access),
             false => spec.access,
         };
-        keys.extend(spec_positions(spec, args)?.into_iter().map(|p| (p, access)));
+        let found = spec_positions(spec, args)?;
+        if !found.in_bounds {
+            // Redis' getKeysUsingKeySpecs: a syntax error yields no keys at all (the node
+            // rejects the call; ACL has nothing to check).
+            return Some(AclKeys::new());
+        }
+        keys.extend(found.keys.into_iter().map(|p| (p, access)));
     }
     Some(keys)
 }
@@ -185,19 +191,34 @@ fn variable_access(args: &[Bytes]) -> Option<u8> {
     None
 }
 
+/// The keys one spec finds.
+struct SpecKeys {
+    /// Argument indices, those inside the call only.
+    keys: Vec<usize>,
+    /// False where the spec points outside the call or its key count is invalid: a syntax
+    /// error the node will reject.
+    in_bounds: bool,
+}
+
 /// The argument indices one spec finds; `None`: the spec cannot tell.
-fn spec_positions(spec: &KeySpec, args: &[Bytes]) -> Option<Vec<usize>> {
+fn spec_positions(spec: &KeySpec, args: &[Bytes]) -> Option<SpecKeys> {
     let argc = args.len() as i64;
     let mut keys = Vec::new();
     if spec.incomplete {
         return None;
     }
+    let none = |in_bounds| {
+        Some(SpecKeys {
+            keys: Vec::new(),
+            in_bounds,
+        })
+    };
     let first = match &spec.begin {
         BeginSearch::Index(i) => *i as i64,
         BeginSearch::Keyword { keyword, startfrom } => {
             match find_keyword(args, keyword, *startfrom) {
                 Some(i) => i + 1,
-                None => return Some(keys),
+                None => return none(true),
             }
         }
         BeginSearch::Unknown => return None,
@@ -229,13 +250,14 @@ fn spec_positions(spec: &KeySpec, args: &[Bytes]) -> Option<Vec<usize>> {
                 .filter(|&n| n >= 0);
             // An invalid count: the node will reject the command; route it keyless.
             let Some(numkeys) = numkeys else {
-                return Some(keys);
+                return none(false);
             };
             let first = first + *firstkey as i64;
             (first, first + numkeys - 1, *keystep as i64)
         }
         FindKeys::Unknown => return None,
     };
+    let in_bounds = last < argc && first < argc && last >= first;
     let mut i = first;
     while i <= last && step > 0 {
         if i < 1 || i >= argc {
@@ -244,7 +266,7 @@ fn spec_positions(spec: &KeySpec, args: &[Bytes]) -> Option<Vec<usize>> {
         keys.push(i as usize);
         i += step;
     }
-    Some(keys)
+    Some(SpecKeys { keys, in_bounds })
 }
 
 fn legacy_positions(legacy: LegacyKeys, argc: usize) -> Vec<usize> {
@@ -473,6 +495,35 @@ mod tests {
             Vec::<usize>::new()
         );
         assert_eq!(known(&[spec], "EVAL s zz"), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn acl_finds_no_keys_in_a_syntax_error() {
+        let spec = KeySpec {
+            begin: BeginSearch::Index(2),
+            find: FindKeys::KeyNum {
+                keynumidx: 0,
+                firstkey: 1,
+                keystep: 1,
+            },
+            incomplete: false,
+            not_key: false,
+            access: KEY_READ | KEY_WRITE,
+            variable: false,
+        };
+        let keys = |line: &str| {
+            acl_keys(
+                std::slice::from_ref(&spec),
+                LegacyKeys::default(),
+                false,
+                &args(line),
+            )
+            .map(|k| k.into_vec())
+        };
+        assert_eq!(keys("EVAL s 1 a"), Some(vec![(3, KEY_READ | KEY_WRITE)]));
+        // More keys than arguments, and no keys: Redis checks nothing, the node says why.
+        assert_eq!(keys("EVAL s 3 a b"), Some(vec![]));
+        assert_eq!(keys("EVAL s 0 a"), Some(vec![]));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod acl_catalog;
 pub mod command;
+pub mod getkeys;
 pub mod keyspec;
 pub mod policy;
 pub mod reply;
