@@ -472,9 +472,9 @@ mod tests {
         assert_eq!(known(&[range(1, -1, 1, 0)], "DEL a b c"), vec![1, 2, 3]);
     }
 
-    #[test]
-    fn eval_numkeys() {
-        let spec = KeySpec {
+    /// EVAL's spec: `numkeys` at 2, the keys after it.
+    fn eval_spec(access: u8) -> KeySpec {
+        KeySpec {
             begin: BeginSearch::Index(2),
             find: FindKeys::KeyNum {
                 keynumidx: 0,
@@ -483,9 +483,14 @@ mod tests {
             },
             incomplete: false,
             not_key: false,
-            access: 0,
+            access,
             variable: false,
-        };
+        }
+    }
+
+    #[test]
+    fn eval_numkeys() {
+        let spec = eval_spec(0);
         assert_eq!(
             known(std::slice::from_ref(&spec), "EVAL s 2 a b x"),
             vec![3, 4]
@@ -499,18 +504,7 @@ mod tests {
 
     #[test]
     fn acl_finds_no_keys_in_a_syntax_error() {
-        let spec = KeySpec {
-            begin: BeginSearch::Index(2),
-            find: FindKeys::KeyNum {
-                keynumidx: 0,
-                firstkey: 1,
-                keystep: 1,
-            },
-            incomplete: false,
-            not_key: false,
-            access: KEY_READ | KEY_WRITE,
-            variable: false,
-        };
+        let spec = eval_spec(KEY_READ | KEY_WRITE);
         let keys = |line: &str| {
             acl_keys(
                 std::slice::from_ref(&spec),
